@@ -1,0 +1,1 @@
+"""One module per `kd3d` subcommand; see kd3d_core.cli."""
