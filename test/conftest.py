@@ -1,0 +1,20 @@
+"""Shared fixtures: small synthetic scenes rendered once per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def tiny_scene_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic room: 24 mapping + 8 query frames at 96x72, with depth and poses. Treat as read-only."""
+    from kd3d_core.synth import SynthConfig, render_scene
+
+    out = tmp_path_factory.mktemp("scenes") / "tiny"
+    render_scene(SynthConfig(preset="tiny", seed=3, mapping_frames=24, query_frames=8, size_wh=(96, 72)), out,
+                 progress=False)
+    return out
