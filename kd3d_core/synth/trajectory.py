@@ -46,11 +46,11 @@ def mapping_trajectory(size: np.ndarray, n: int, rng: np.random.Generator, outer
     n_outer = (2 * n) // 3
     ph = float(rng.uniform(0, 2 * np.pi))
     poses = _loop(size, n_outer, outer, 1.0, ph, 1.5, 0.15, True, 0.75, 4.0, -0.15, ph)
-    poses += _loop(size, n - n_outer, outer * 0.45, 1.0, ph + 1.0, 1.3, 0.1, False, 0.5, 3.0, -0.2, ph + 2.0)
+    poses += _loop(size, n - n_outer, outer * 0.45, 1.0, ph + 1.0, 1.35, 0.1, False, 0.5, 3.0, -0.2, ph + 2.0)
     return poses
 
 
 def query_trajectory(size: np.ndarray, n: int, rng: np.random.Generator, outer: float) -> list[np.ndarray]:
     """Query walk: one loop between the mapping loops, in the opposite direction, with its own swing."""
     ph = float(rng.uniform(0, 2 * np.pi))
-    return _loop(size, n, outer * 0.75, -1.0, ph, 1.4, 0.12, True, 0.6, 3.5, -0.1, ph + 1.3)
+    return _loop(size, n, outer * 0.75, -1.0, ph, 1.2, 0.1, True, 0.6, 3.5, -0.05, ph + 1.3)
