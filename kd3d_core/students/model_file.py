@@ -1,0 +1,189 @@
+"""The `.kd3d` scene model file: ONE safetensors file whose header metadata carries kd3d's JSON.
+
+Layout (a valid safetensors file, readable by any safetensors reader):
+    tensors                     the student's state_dict (float weights, BatchNorm buffers)
+    __metadata__["format"]      "kd3d-scene-model"
+    __metadata__["kd3d"]        JSON of `ModelMeta` (format version, architecture + config, input size and
+                                normalisation, output stride, coordinate normalisation, world frame id,
+                                training and teacher summaries, SHA-256 of the tensor bytes)
+
+Loading never unpickles: safetensors parses a JSON header and raw tensor bytes only. A file with a wrong
+format version, a metadata key missing, a tensor missing/extra/of the wrong shape (e.g. tampered config), or
+tensor bytes that do not match their digest raises ModelError naming the problem.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kd3d_core.errors import Kd3dError, ModelError
+from kd3d_core.io_utils import atomic_file
+from kd3d_core.students.registry import config_from_dict, config_to_dict, get_architecture
+
+FORMAT_NAME = "kd3d-scene-model"
+FORMAT_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything besides the weights that is needed to run a scene model.
+
+    Attributes:
+        architecture: registry name of the student.
+        config: the architecture's config as a dict (see registry.config_to_dict).
+        input_size: (w, h) the network runs at; `SceneModel.predict` resizes any image to it.
+        output_stride: pixels per output cell.
+        coord_mean: world-frame offset of the normalised coordinates (metres).
+        coord_scale: metres per normalised unit: world = points * coord_scale + coord_mean.
+        world_frame: frame id of the world coordinates (e.g. "map").
+        input_mean, input_std: per-channel RGB normalisation of [0, 1] images.
+        training: summary of the training run (epochs, losses, held-out errors, time, seed, ...).
+        teacher: summary of the labels (teacher name, scale source, checkpoint digest, frames).
+        weights_sha256: digest of the tensor bytes (sorted by name), filled in by `save_scene_model`.
+        format_version: version of this file layout.
+    """
+
+    architecture: str
+    config: dict
+    input_size: tuple[int, int]
+    output_stride: int
+    coord_mean: tuple[float, float, float]
+    coord_scale: float
+    world_frame: str
+    input_mean: tuple[float, float, float] = IMAGENET_MEAN
+    input_std: tuple[float, float, float] = IMAGENET_STD
+    training: dict = field(default_factory=dict)
+    teacher: dict = field(default_factory=dict)
+    weights_sha256: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def arch_config(self) -> Any:
+        """The architecture's config dataclass rebuilt from `config`."""
+        return config_from_dict(get_architecture(self.architecture).config_cls, self.config)
+
+
+def _digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_scene_model(path: Path | str, net: nn.Module, meta: ModelMeta) -> ModelMeta:
+    """Write net's weights and `meta` to one `.kd3d` file atomically; returns the meta with its digest."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in _unwrap(net).state_dict().items()}
+    meta = dataclasses.replace(meta, weights_sha256=_digest(state), format_version=FORMAT_VERSION)
+    header = {"format": FORMAT_NAME, "kd3d": json.dumps(dataclasses.asdict(meta))}
+    with atomic_file(path, suffix=".kd3d") as tmp:
+        save_file(state, str(tmp), metadata=header)
+    return meta
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    return net.module if hasattr(net, "module") and isinstance(net.module, nn.Module) else net
+
+
+_REQUIRED = ("architecture", "config", "input_size", "output_stride", "coord_mean", "coord_scale", "world_frame")
+
+
+def meta_from_json(text: str, source: str = "model file") -> ModelMeta:
+    """Parse and validate the JSON metadata of a model file."""
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{source}: metadata is not valid JSON: {err}") from err
+    if not isinstance(d, dict):
+        raise ModelError(f"{source}: metadata is not a JSON object")
+    version = d.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelError(f"{source}: unsupported model format version {version!r} (this kd3d reads version "
+                         f"{FORMAT_VERSION}); retrain or use a matching kd3d")
+    missing = [k for k in _REQUIRED if k not in d]
+    if missing:
+        raise ModelError(f"{source}: metadata is missing {', '.join(missing)}")
+    known = {f.name for f in dataclasses.fields(ModelMeta)}
+    try:
+        for key in ("input_size", "coord_mean", "input_mean", "input_std"):
+            if key in d:
+                d[key] = tuple(float(v) if key != "input_size" else int(v) for v in d[key])
+        meta = ModelMeta(**{k: v for k, v in d.items() if k in known})
+        if len(meta.input_size) != 2 or len(meta.coord_mean) != 3 or not float(meta.coord_scale) > 0:
+            raise ValueError("input_size needs 2 values, coord_mean 3, coord_scale > 0")
+    except (TypeError, ValueError) as err:
+        raise ModelError(f"{source}: invalid metadata: {err}") from err
+    return meta
+
+
+def read_model_meta(path: Path | str) -> ModelMeta:
+    """Read only the metadata of a `.kd3d` file (cheap: the JSON header)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for malformed files
+        raise ModelError(f"{path} is not a kd3d model file (not a valid safetensors file: {err})") from err
+    if header.get("format") != FORMAT_NAME or "kd3d" not in header:
+        raise ModelError(f"{path} is a safetensors file but not a kd3d scene model (no kd3d metadata)")
+    return meta_from_json(header["kd3d"], str(path))
+
+
+def build_from_meta(meta: ModelMeta) -> nn.Module:
+    """An untrained network of the architecture, config and input size the metadata describes."""
+    try:
+        arch = get_architecture(meta.architecture)
+        net = arch.build(meta.arch_config(), meta.input_size)
+    except Kd3dError as err:
+        raise ModelError(f"model metadata describes an unusable network: {err}") from err
+    if getattr(net, "output_stride", None) != meta.output_stride:
+        raise ModelError(f"model metadata says output stride {meta.output_stride}, the network has "
+                         f"{getattr(net, 'output_stride', None)}")
+    return net
+
+
+def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
+    """ModelError unless `found` has exactly the tensors (names and shapes) of `expected`."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing:
+        raise ModelError(f"{source}: weights are missing {len(missing)} tensor(s), e.g. {missing[:3]}")
+    if extra:
+        raise ModelError(f"{source}: weights have {len(extra)} unexpected tensor(s), e.g. {extra[:3]}")
+    for name, t in expected.items():
+        if tuple(found[name].shape) != tuple(t.shape):
+            raise ModelError(f"{source}: tensor {name} has shape {tuple(found[name].shape)}, the architecture "
+                             f"needs {tuple(t.shape)} (file tampered with or metadata edited)")
+
+
+def load_network(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
+    """Read a `.kd3d` file: the network with its weights (eval mode, on `device`) and its metadata."""
+    from safetensors.torch import load_file
+
+    meta = read_model_meta(path)
+    net = build_from_meta(meta)
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"{path}: cannot read weights: {err}") from err
+    check_state(net.state_dict(), state, str(path))
+    if meta.weights_sha256 and _digest(state) != meta.weights_sha256:
+        raise ModelError(f"{path}: weights do not match their recorded SHA-256 (file corrupted or tampered)")
+    net.load_state_dict(state, strict=True)
+    return net.eval().to(device), meta

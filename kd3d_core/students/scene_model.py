@@ -1,0 +1,111 @@
+"""A loaded scene model: the `ScenePredictor` the relocalizer runs on every camera frame.
+
+`DeployModule` wraps a student with its input normalisation and coordinate de-normalisation, so one module
+maps raw RGB (float 0..255) to world metres. The same module is what `kd3d export` writes to ONNX/TorchScript,
+so exported and in-process predictions agree by construction.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from kd3d_core.errors import Kd3dError
+from kd3d_core.prediction import ScenePrediction
+from kd3d_core.students.model_file import ModelMeta, load_network
+from kd3d_core.students.registry import cell_centres
+
+
+class DeployModule(nn.Module):
+    """Student + normalisation: image_B3HW float RGB in [0, 255] -> (points_B3hw world metres, conf_Bhw)."""
+
+    def __init__(self, net: nn.Module, meta: ModelMeta) -> None:
+        super().__init__()
+        self.net = net
+        mean = torch.tensor(meta.input_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(meta.input_std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("in_scale", 1.0 / (255.0 * std), persistent=False)
+        self.register_buffer("in_shift", mean / std, persistent=False)
+        self.register_buffer("coord_mean", torch.tensor(meta.coord_mean, dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        self.coord_scale = float(meta.coord_scale)
+
+    def forward(self, image_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        points, conf = self.net(image_B3HW * self.in_scale - self.in_shift)
+        return points.float() * self.coord_scale + self.coord_mean, conf.float()
+
+
+class SceneModel:
+    """A trained student ready to predict scene coordinates for camera images (see `load_scene_model`).
+
+    Attributes:
+        world_frame: frame id of the predicted coordinates.
+        meta: the model file's metadata.
+        device: where the network runs.
+        module: the DeployModule (eval mode).
+    """
+
+    def __init__(self, net: nn.Module, meta: ModelMeta, device: str | torch.device = "cpu") -> None:
+        self.meta = meta
+        self.world_frame = meta.world_frame
+        self.device = torch.device(device)
+        self.module = DeployModule(net, meta).to(self.device).eval()
+        w, h = meta.input_size
+        self._size_wh = (w, h)
+        self._resized_HW3 = np.empty((h, w, 3), np.uint8)
+        with torch.inference_mode():
+            self._input_13HW = torch.empty((1, 3, h, w), dtype=torch.float32, device=self.device)
+        self._cells_hw2 = cell_centres((w, h), meta.output_stride)
+        self._uv_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def uv_grid(self, image_size_wh: tuple[int, int]) -> np.ndarray:
+        """Input-image pixel (u, v) of every output cell, for an image of (w, h); cached, read-only."""
+        uv = self._uv_cache.get(image_size_wh)
+        if uv is None:
+            sx, sy = image_size_wh[0] / self._size_wh[0], image_size_wh[1] / self._size_wh[1]
+            uv = (self._cells_hw2 + 0.5) * np.array([sx, sy], np.float32) - 0.5
+            uv = uv.astype(np.float32)
+            uv.setflags(write=False)
+            self._uv_cache[image_size_wh] = uv
+        return uv
+
+    def predict(self, rgb_HW3: np.ndarray) -> ScenePrediction:
+        """Scene coordinates for one RGB uint8 image of any size (resized to the model's input size)."""
+        if rgb_HW3.ndim != 3 or rgb_HW3.shape[2] != 3 or rgb_HW3.dtype != np.uint8:
+            raise Kd3dError(f"predict needs an RGB uint8 HxWx3 image, got {rgb_HW3.dtype} {rgb_HW3.shape}")
+        h, w = rgb_HW3.shape[:2]
+        if (w, h) == self._size_wh:
+            resized = np.ascontiguousarray(rgb_HW3)
+        else:
+            interp = cv2.INTER_AREA if w > self._size_wh[0] else cv2.INTER_LINEAR
+            resized = cv2.resize(rgb_HW3, self._size_wh, dst=self._resized_HW3, interpolation=interp)
+        with torch.inference_mode():
+            self._input_13HW[0].copy_(torch.from_numpy(resized).permute(2, 0, 1))
+            points, conf = self.module(self._input_13HW)
+            out_hw4 = torch.cat([points[0], conf], dim=0).permute(1, 2, 0).cpu().numpy()
+        return ScenePrediction(points_hw3=out_hw4[..., :3], conf_hw=out_hw4[..., 3], uv_hw2=self.uv_grid((w, h)))
+
+    def forward_batch(self, images_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batched forward for evaluation: uint8 or float (0..255) RGB at the input size -> world points, conf."""
+        if images_B3HW.ndim != 4 or tuple(images_B3HW.shape[1:]) != (3, self._size_wh[1], self._size_wh[0]):
+            raise Kd3dError(f"forward_batch needs (B, 3, {self._size_wh[1]}, {self._size_wh[0]}) images, got "
+                            f"{tuple(images_B3HW.shape)}")
+        with torch.inference_mode():
+            return self.module(images_B3HW.to(self.device, torch.float32))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto'/None -> CUDA when present, else CPU; anything else as given."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_scene_model(path: Path | str, device: str | torch.device | None = "auto") -> SceneModel:
+    """Load a `.kd3d` file as a SceneModel (never unpickles; ModelError on bad files)."""
+    dev = resolve_device(device)
+    net, meta = load_network(path, dev)
+    return SceneModel(net, meta, dev)
