@@ -57,6 +57,7 @@ class SynthConfig:
     texture_ppm: float = 200.0
     fps: float = 10.0
     color_ext: str = "png"
+    include_mapping: bool = True  # False renders only the query walk (e.g. a high-resolution query set)
 
     def validate(self) -> None:
         """Raise ConfigError on impossible values."""
@@ -64,6 +65,8 @@ class SynthConfig:
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.mapping_frames < 1 or self.query_frames < 0:
             raise ConfigError("need at least one mapping frame and a non-negative number of query frames")
+        if not self.include_mapping and self.query_frames < 1:
+            raise ConfigError("a query-only scene needs at least one query frame")
         if min(self.size_wh) < 16 or max(self.size_wh) > 4096:
             raise ConfigError(f"image size {self.size_wh} out of range (16..4096 pixels)")
 
@@ -122,7 +125,8 @@ def render_scene(config: SynthConfig, out: Path | str, *, overwrite: bool = Fals
     t_query0 = 1_700_000_000 * 10**9 + (len(mapping) + 50) * period_ns
     start = time.perf_counter()
     views = [(Split.QUERY, pose, t_query0 + i * period_ns) for i, pose in enumerate(query)]
-    views += [(Split.MAPPING, pose, 1_700_000_000 * 10**9 + i * period_ns) for i, pose in enumerate(mapping)]
+    if config.include_mapping:
+        views += [(Split.MAPPING, pose, 1_700_000_000 * 10**9 + i * period_ns) for i, pose in enumerate(mapping)]
     with SceneWriter.create(out, K, config.size_wh, sensor=f"kd3d-synth:{config.preset}", world_frame="map",
                             color_ext=config.color_ext, overwrite=overwrite) as writer:
         writer.extra["synth"] = {"preset": config.preset, "seed": config.seed, "room_size_m": list(room.size)}

@@ -6,6 +6,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from kd3d_core.geometry import invert_pose
 from kd3d_core.synth.room import Box, Room, face_uv_axes
 
 _EPS = 1e-9
@@ -36,7 +37,25 @@ def _slabs(box: Box, origin_w: np.ndarray, dirs_3N: np.ndarray) -> tuple[np.ndar
     return np.minimum(t1, t2), np.maximum(t1, t2), d
 
 
-def _intersect(room: Room, origin: np.ndarray, dirs_3N: np.ndarray) -> _Hits:
+def _screen_rays(box: Box, cam_T_world: np.ndarray, K: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray | None:
+    """Flat indices of the pixels whose rays can hit a box (its projected bounding rectangle); None = all."""
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
+    corners = box.center + (signs * box.half) @ box.rotation.T
+    cam = corners @ cam_T_world[:3, :3].T + cam_T_world[:3, 3]
+    if np.any(cam[:, 2] < 0.05):
+        return None if np.any(cam[:, 2] > 0) else np.empty(0, np.int64)
+    u = cam[:, 0] / cam[:, 2] * K[0, 0] + K[0, 2]
+    v = cam[:, 1] / cam[:, 2] * K[1, 1] + K[1, 2]
+    w, h = size_wh
+    u0, u1 = max(int(np.floor(u.min())) - 1, 0), min(int(np.ceil(u.max())) + 2, w)
+    v0, v1 = max(int(np.floor(v.min())) - 1, 0), min(int(np.ceil(v.max())) + 2, h)
+    if u0 >= u1 or v0 >= v1:
+        return np.empty(0, np.int64)
+    return (np.arange(v0, v1)[:, None] * w + np.arange(u0, u1)[None, :]).ravel()
+
+
+def _intersect(room: Room, origin: np.ndarray, dirs_3N: np.ndarray, cam_T_world: np.ndarray, K: np.ndarray,
+               size_wh: tuple[int, int]) -> _Hits:
     """Nearest hit per ray: distance along the (z = 1 in camera) ray, box index and face index."""
     _, tmax, d = _slabs(room.boxes[0], origin, dirs_3N)
     t_best = np.minimum(np.minimum(tmax[0], tmax[1]), tmax[2])
@@ -44,17 +63,23 @@ def _intersect(room: Room, origin: np.ndarray, dirs_3N: np.ndarray) -> _Hits:
     face = 2 * axis + (np.take_along_axis(d, axis[None], 0)[0] > 0)
     box_idx = np.zeros(len(t_best), np.int32)
     for i, box in enumerate(room.boxes[1:], start=1):
-        tmin, tmax, d = _slabs(box, origin, dirs_3N)
+        rays = _screen_rays(box, cam_T_world, K, size_wh)
+        if rays is None:
+            rays = np.arange(len(t_best))
+        if len(rays) == 0:
+            continue
+        tmin, tmax, d = _slabs(box, origin, dirs_3N[:, rays])
         t_in = np.maximum(np.maximum(tmin[0], tmin[1]), tmin[2])
         t_out = np.minimum(np.minimum(tmax[0], tmax[1]), tmax[2])
-        hit = (t_in <= t_out) & (t_in > 1e-6) & (t_in < t_best)
+        hit = (t_in <= t_out) & (t_in > 1e-6) & (t_in < t_best[rays])
         if not np.any(hit):
             continue
         th = tmin[:, hit]
         ax = np.where(th[0] == t_in[hit], 0, np.where(th[1] == t_in[hit], 1, 2))
-        t_best[hit] = t_in[hit]
-        box_idx[hit] = i
-        face[hit] = 2 * ax + (np.take_along_axis(d[:, hit], ax[None], 0)[0] < 0)
+        sel = rays[hit]
+        t_best[sel] = t_in[hit]
+        box_idx[sel] = i
+        face[sel] = 2 * ax + (np.take_along_axis(d[:, hit], ax[None], 0)[0] < 0)
     return _Hits(t_best, box_idx, face)
 
 
@@ -113,7 +138,7 @@ def render_view(room: Room, K: np.ndarray, world_T_cam: np.ndarray, size_wh: tup
     rays_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1).reshape(-1, 3)
     dirs = rays_cam @ world_T_cam[:3, :3].T
     origin = world_T_cam[:3, 3]
-    hits = _intersect(room, origin, np.ascontiguousarray(dirs.T))
+    hits = _intersect(room, origin, np.ascontiguousarray(dirs.T), invert_pose(world_T_cam), K, size_wh)
     points = origin + dirs * hits.t[:, None].astype(np.float64)
     map_x, map_y = _atlas_coords(room, points, hits)
     color = cv2.remap(room.atlas, map_x.reshape(h, w), map_y.reshape(h, w), cv2.INTER_LINEAR,

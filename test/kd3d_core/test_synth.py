@@ -74,3 +74,17 @@ def test_cli_synth_writes_scene_and_refuses_existing(tmp_path, capsys):
     assert len(open_scene(out)) == 8
     assert main(["synth", str(out), "--preset", "tiny", "--frames", "6"]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_query_only_scene_matches_full_scene_poses(tmp_path):
+    from kd3d_core.synth import render_scene
+
+    full = SynthConfig(preset="tiny", seed=2, mapping_frames=9, query_frames=3, size_wh=(40, 30))
+    render_scene(full, tmp_path / "full", progress=False)
+    hd = SynthConfig(preset="tiny", seed=2, mapping_frames=9, query_frames=3, size_wh=(80, 60), include_mapping=False)
+    render_scene(hd, tmp_path / "hd", progress=False)
+    a, b = open_scene(tmp_path / "full").split(Split.QUERY), open_scene(tmp_path / "hd").split(Split.QUERY)
+    assert len(open_scene(tmp_path / "hd")) == 3
+    for fa, fb in zip(a, b):
+        np.testing.assert_allclose(fa.world_T_cam, fb.world_T_cam, atol=1e-12)
+        assert fa.stamp_ns == fb.stamp_ns
