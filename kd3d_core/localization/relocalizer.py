@@ -1,0 +1,166 @@
+"""The relocalizer: one RGB image in, a camera pose with uncertainty (or a failure reason) out.
+
+The one engine both the ROS node and bag replay call. Stages: predict (the scene model's forward pass),
+select (confident 2D-3D correspondences, undistorted), pnp (PnP-RANSAC), refine (non-linear refinement on the
+inliers, inlier re-selection, covariance). It never raises on a bad frame: every problem becomes a
+`PoseEstimate` with a `FailureReason`, so a robot keeps running on the next image.
+"""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from kd3d_core.geometry import invert_pose, is_valid_pose, make_pose
+from kd3d_core.localization.config import RelocalizerConfig
+from kd3d_core.localization.correspondences import (
+    Correspondences, TieBreaker, select_correspondences, undistort_pixels, validate_prediction)
+from kd3d_core.localization.pnp import pose_covariance, ransac_pnp, refine_pose, reprojection_errors
+from kd3d_core.localization.result import FailureReason, PoseEstimate, StageTimings
+from kd3d_core.prediction import ScenePrediction, ScenePredictor
+
+
+def check_image(rgb_HW3: object) -> str | None:
+    """A one-line problem with an input image, or None when it is an RGB uint8 (h, w, 3) array."""
+    if not isinstance(rgb_HW3, np.ndarray):
+        return f"image is a {type(rgb_HW3).__name__}, not a numpy array"
+    if rgb_HW3.dtype != np.uint8:
+        return f"image dtype is {rgb_HW3.dtype}, expected uint8"
+    if rgb_HW3.ndim != 3 or rgb_HW3.shape[2] != 3:
+        return f"image shape is {rgb_HW3.shape}, expected (h, w, 3)"
+    if rgb_HW3.shape[0] < 8 or rgb_HW3.shape[1] < 8:
+        return f"image of {rgb_HW3.shape[1]}x{rgb_HW3.shape[0]} pixels is too small"
+    return None
+
+
+def check_intrinsics(K: object, dist_coeffs: object) -> str | None:
+    """A one-line problem with K / distortion, or None when they are usable."""
+    if not isinstance(K, np.ndarray) or K.shape != (3, 3) or not np.all(np.isfinite(K)):
+        return f"K must be a finite 3x3 array, got {getattr(K, 'shape', type(K).__name__)}"
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        return f"K has non-positive focal lengths ({K[0, 0]}, {K[1, 1]})"
+    if dist_coeffs is not None:
+        d = np.asarray(dist_coeffs)
+        if d.ndim > 2 or d.size not in (4, 5, 8, 12, 14) or not np.all(np.isfinite(d)):
+            return f"distortion coefficients must be 4, 5, 8, 12 or 14 finite numbers, got shape {d.shape}"
+    return None
+
+
+class Relocalizer:
+    """Localizes single images against one scene model.
+
+    Args:
+        predictor: the scene model (a loaded .kd3d model, or an oracle in tests).
+        config: how correspondences are chosen and the pose is solved.
+    """
+
+    def __init__(self, predictor: ScenePredictor, config: RelocalizerConfig | None = None) -> None:
+        self.predictor = predictor
+        self.config = config or RelocalizerConfig()
+        self._tie_breaker = TieBreaker()
+
+    @property
+    def world_frame(self) -> str:
+        """Frame id of the poses this relocalizer returns."""
+        return str(getattr(self.predictor, "world_frame", "map"))
+
+    def predict(self, rgb_HW3: np.ndarray) -> ScenePrediction:
+        """The raw dense prediction (for point clouds and diagnostics); may raise on a bad image."""
+        return self.predictor.predict(rgb_HW3)
+
+    def localize(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None = None,
+                 stamp_ns: int | None = None) -> PoseEstimate:
+        """Estimate world_T_cam of one RGB uint8 image with intrinsics K (and optional distortion)."""
+        return self.localize_with_prediction(rgb_HW3, K, dist_coeffs, stamp_ns)[0]
+
+    def localize_with_prediction(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None = None,
+                                 stamp_ns: int | None = None) -> tuple[PoseEstimate, ScenePrediction | None]:
+        """Like `localize`, also returning the prediction so callers can build a point cloud without a rerun."""
+        frame = self.world_frame
+        problem = check_image(rgb_HW3)
+        if problem:
+            return PoseEstimate.failed(FailureReason.BAD_IMAGE, problem, stamp_ns=stamp_ns, world_frame=frame), None
+        problem = check_intrinsics(K, dist_coeffs)
+        if problem:
+            return PoseEstimate.failed(FailureReason.BAD_INTRINSICS, problem, stamp_ns=stamp_ns,
+                                       world_frame=frame), None
+        t0 = time.perf_counter()
+        try:
+            prediction = self.predictor.predict(rgb_HW3)
+        except Exception as err:  # noqa: BLE001 - a bad frame must never take the node down
+            timings = StageTimings(predict_ms=_ms(t0))
+            return PoseEstimate.failed(FailureReason.PREDICTION_FAILED, f"{type(err).__name__}: {err}", timings,
+                                       stamp_ns=stamp_ns, world_frame=frame), None
+        predict_ms = _ms(t0)
+        estimate = self.localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms)
+        return estimate, prediction
+
+    def localize_prediction(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None = None,
+                            stamp_ns: int | None = None, predict_ms: float = 0.0) -> PoseEstimate:
+        """Solve the pose from an existing prediction (the select, pnp and refine stages)."""
+        frame, cfg = self.world_frame, self.config
+        t0 = time.perf_counter()
+        problem = validate_prediction(prediction)
+        if problem:
+            return PoseEstimate.failed(FailureReason.BAD_PREDICTION, problem, StageTimings(predict_ms, _ms(t0)),
+                                       stamp_ns=stamp_ns, world_frame=frame)
+        K = np.asarray(K, np.float64)
+        corr = select_correspondences(prediction, cfg.min_confidence, cfg.max_correspondences, self._tie_breaker)
+        uv = undistort_pixels(corr.uv_N2, K, dist_coeffs)
+        points, uv = _same_float_dtype(corr.points_N3, uv)
+        corr = Correspondences(points, uv, corr.conf_N)
+        n = len(points)
+        select_ms = _ms(t0)
+        if n < max(cfg.min_inliers, 4):
+            return PoseEstimate.failed(
+                FailureReason.TOO_FEW_CORRESPONDENCES, f"{n} usable correspondences, need {cfg.min_inliers}",
+                StageTimings(predict_ms, select_ms), correspondences=n, stamp_ns=stamp_ns, world_frame=frame)
+        return self._solve(corr, K, StageTimings(predict_ms, select_ms), stamp_ns)
+
+    def _solve(self, corr: Correspondences, K: np.ndarray, timings: StageTimings,
+               stamp_ns: int | None) -> PoseEstimate:
+        cfg, frame, n = self.config, self.world_frame, len(corr.points_N3)
+        t0 = time.perf_counter()
+        found = ransac_pnp(corr.points_N3, corr.uv_N2, K, cfg)
+        timings = StageTimings(timings.predict_ms, timings.select_ms, _ms(t0))
+        if found is None:
+            return PoseEstimate.failed(FailureReason.PNP_FAILED, f"PnP-RANSAC found no pose from {n} points",
+                                       timings, correspondences=n, stamp_ns=stamp_ns, world_frame=frame)
+        t0 = time.perf_counter()
+        pose, inliers = refine_pose(corr.points_N3, corr.uv_N2, K, found[0], found[1], cfg)
+        errors = reprojection_errors(corr.points_N3[inliers], corr.uv_N2[inliers], K, pose)
+        R, _ = cv2.Rodrigues(pose.rvec)
+        world_T_cam = invert_pose(make_pose(R, pose.tvec))
+        covariance = pose_covariance(corr.points_N3[inliers], errors, K, world_T_cam, cfg.covariance_inflation)
+        timings = StageTimings(timings.predict_ms, timings.select_ms, timings.pnp_ms, _ms(t0))
+        failure = self._sanity(len(inliers), n, world_T_cam, covariance, errors)
+        if failure is not None:
+            return PoseEstimate.failed(failure[0], failure[1], timings, correspondences=n, inliers=len(inliers),
+                                       stamp_ns=stamp_ns, world_frame=frame)
+        rmse = float(np.sqrt(np.mean(np.square(errors))))
+        return PoseEstimate(success=True, world_T_cam=world_T_cam, covariance_6x6=covariance, inliers=len(inliers),
+                            correspondences=n, reprojection_rmse_px=rmse, timings=timings, stamp_ns=stamp_ns,
+                            world_frame=frame)
+
+    def _sanity(self, inliers: int, n: int, world_T_cam: np.ndarray, covariance: np.ndarray | None,
+                errors: np.ndarray) -> tuple[FailureReason, str] | None:
+        cfg = self.config
+        if inliers < cfg.min_inliers:
+            return FailureReason.TOO_FEW_INLIERS, f"{inliers} inliers of {n}, need {cfg.min_inliers}"
+        if inliers < cfg.min_inlier_ratio * n:
+            return (FailureReason.LOW_INLIER_RATIO,
+                    f"inlier ratio {inliers / n:.3f} below {cfg.min_inlier_ratio:.3f} ({inliers} of {n})")
+        if not is_valid_pose(world_T_cam) or covariance is None or not np.all(np.isfinite(errors)):
+            return FailureReason.DEGENERATE_POSE, "pose or its covariance is not finite / well conditioned"
+        return None
+
+
+def _same_float_dtype(points_N3: np.ndarray, uv_N2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV wants both arrays float32 or both float64; convert only what differs."""
+    dtype = np.float32 if points_N3.dtype == np.float32 and uv_N2.dtype == np.float32 else np.float64
+    return points_N3.astype(dtype, copy=False), uv_N2.astype(dtype, copy=False)
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0

@@ -1,0 +1,83 @@
+"""What the relocalizer returns for one frame: a pose with its uncertainty, or the reason there is none."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+
+class FailureReason(str, Enum):
+    """Why a frame could not be localized (stable strings: diagnostics and logs show them)."""
+
+    BAD_IMAGE = "bad_image"
+    BAD_INTRINSICS = "bad_intrinsics"
+    PREDICTION_FAILED = "prediction_failed"
+    BAD_PREDICTION = "bad_prediction"
+    TOO_FEW_CORRESPONDENCES = "too_few_correspondences"
+    PNP_FAILED = "pnp_failed"
+    TOO_FEW_INLIERS = "too_few_inliers"
+    LOW_INLIER_RATIO = "low_inlier_ratio"
+    DEGENERATE_POSE = "degenerate_pose"
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Wall time per stage of one frame, in milliseconds (0 for stages that did not run)."""
+
+    predict_ms: float = 0.0
+    select_ms: float = 0.0
+    pnp_ms: float = 0.0
+    refine_ms: float = 0.0
+
+    @property
+    def total_ms(self) -> float:
+        """Sum of all stages."""
+        return self.predict_ms + self.select_ms + self.pnp_ms + self.refine_ms
+
+
+@dataclass(frozen=True)
+class PoseEstimate:
+    """Result of localizing one frame.
+
+    Attributes:
+        success: True when `world_T_cam` is a pose that passed every sanity check.
+        world_T_cam: 4x4 camera (optical frame) pose in the model's world frame; None on failure.
+        covariance_6x6: covariance of the camera pose in the world frame, REP 103 order (x, y, z, rotation
+            about the world x, y, z axes), metres^2 / rad^2; None on failure.
+        inliers: number of RANSAC/refinement inliers.
+        correspondences: number of 2D-3D correspondences given to RANSAC.
+        reprojection_rmse_px: RMS reprojection error of the inliers after refinement (pixels).
+        timings: per-stage wall times.
+        failure: why it failed (None on success).
+        detail: one human-readable line about the failure ("" on success).
+        stamp_ns: the input image's stamp, passed through.
+        world_frame: frame id of the world the pose is in.
+    """
+
+    success: bool
+    world_T_cam: np.ndarray | None
+    covariance_6x6: np.ndarray | None
+    inliers: int
+    correspondences: int
+    reprojection_rmse_px: float
+    timings: StageTimings
+    failure: FailureReason | None = None
+    detail: str = ""
+    stamp_ns: int | None = None
+    world_frame: str = "map"
+
+    @property
+    def inlier_ratio(self) -> float:
+        """Inliers over correspondences (0 when there were none)."""
+        return self.inliers / self.correspondences if self.correspondences else 0.0
+
+    @classmethod
+    def failed(cls, reason: FailureReason, detail: str, timings: StageTimings | None = None, *,
+               correspondences: int = 0, inliers: int = 0, stamp_ns: int | None = None,
+               world_frame: str = "map") -> PoseEstimate:
+        """A failure result."""
+        return cls(success=False, world_T_cam=None, covariance_6x6=None, inliers=inliers,
+                   correspondences=correspondences, reprojection_rmse_px=float("nan"),
+                   timings=timings or StageTimings(), failure=reason, detail=detail, stamp_ns=stamp_ns,
+                   world_frame=world_frame)
