@@ -81,8 +81,9 @@ def decode_image_rgb(msg: Any) -> np.ndarray:
     """A colour sensor_msgs/Image as RGB uint8 (h, w, 3); mono16 is scaled to 8 bits."""
     encoding = str(msg.encoding)
     if encoding not in COLOR_ENCODINGS:
-        raise MessageError(f"image encoding {encoding!r} is not a colour encoding "
-                           f"(supported: {', '.join(COLOR_ENCODINGS)})")
+        kind = "not a colour encoding" if encoding in ENCODINGS else "unsupported"
+        raise MessageError(f"image encoding {encoding!r} is {kind} (supported colour encodings: "
+                           f"{', '.join(COLOR_ENCODINGS)})")
     pixels = image_to_array(msg)
     if encoding == "mono16":
         gray = np.round(pixels.astype(np.float32) / 257.0).astype(np.uint8)
@@ -107,8 +108,9 @@ def decode_image_depth(msg: Any) -> np.ndarray:
     """A depth sensor_msgs/Image (16UC1/mono16 mm, 32FC1 m) as float32 metres (h, w), 0 = invalid."""
     encoding = str(msg.encoding)
     if encoding not in DEPTH_ENCODINGS:
-        raise MessageError(f"image encoding {encoding!r} is not a depth encoding "
-                           f"(supported: {', '.join(DEPTH_ENCODINGS)})")
+        kind = "not a depth encoding" if encoding in ENCODINGS else "unsupported"
+        raise MessageError(f"image encoding {encoding!r} is {kind} (supported depth encodings: "
+                           f"{', '.join(DEPTH_ENCODINGS)})")
     return depth_array_to_metres(image_to_array(msg), encoding)
 
 
