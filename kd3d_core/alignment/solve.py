@@ -1,0 +1,164 @@
+"""Global alignment entry point: pairwise pointmaps -> every frame's world_T_cam and world pointmap.
+
+Two streaming passes over the pair source (canonical pointmaps, then one relative similarity per edge), a
+robust Sim(3) pose graph, then the gauge: the first aligned frame by default, a Sim(3) (Umeyama) onto
+reference poses when the scene has them (labels become metric and in the map frame), or metric scale from
+sensor depth.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kd3d_core.alignment.graph import EdgeSet, GraphConfig, solve_graph
+from kd3d_core.alignment.pairwise import (CanonicalFrames, PairPrediction, accumulate_canonical, fit_edge,
+                                          subsample_index)
+from kd3d_core.alignment.sim3 import Sim3Array, compose, project_to_rotation
+from kd3d_core.errors import Kd3dError
+from kd3d_core.geometry import make_pose, umeyama
+from kd3d_core.labels import ScaleSource
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Global alignment settings.
+
+    Attributes:
+        min_conf: DUSt3R confidence at or below which a pixel carries no label.
+        fit_points: pixels per frame used for the per-edge similarity fits.
+        residual_points: sample points per frame used for edge residuals.
+        shared_focal: with unknown K, one focal length for all frames (one camera).
+        graph: robustness settings of the pose graph.
+    """
+
+    min_conf: float = 1.5
+    fit_points: int = 3072
+    residual_points: int = 64
+    shared_focal: bool = True
+    graph: GraphConfig = field(default_factory=GraphConfig)
+
+
+@dataclass(frozen=True)
+class AlignmentResult:
+    """Aligned frames. Metric depth of frame k is scale_N[k] * canonical.depth_NHW[k]."""
+
+    world_T_cam_N44: np.ndarray
+    scale_N: np.ndarray
+    canonical: CanonicalFrames
+    aligned_N: np.ndarray
+    residual_N: np.ndarray
+    scale_source: ScaleSource
+    edges: EdgeSet
+    edge_inlier: np.ndarray
+    min_conf: float
+
+    def world_points(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """World pointmap (h, w, 3) and label confidence (h, w) in [0, 1) of frame k (0 = no label)."""
+        pts = self.canonical.points(k) * self.scale_N[k]
+        T = self.world_T_cam_N44[k]
+        world = (pts @ T[:3, :3].T + T[:3, 3]).astype(np.float32)
+        weight = self.canonical.weight_NHW[k]
+        ok = (weight > np.log(max(self.min_conf, 1.0))) & (self.canonical.depth_NHW[k] > 0) & self.aligned_N[k]
+        conf = np.where(ok, 1.0 - np.exp(-weight), 0.0).astype(np.float32)
+        return np.where(ok[..., None], world, 0.0).astype(np.float32), conf
+
+
+def _fit_edges(source: Iterable[PairPrediction], canon: CanonicalFrames, cfg: AlignConfig,
+               size_hw: tuple[int, int]) -> tuple[EdgeSet, np.ndarray]:
+    sub = subsample_index(*size_hw, cfg.fit_points)
+    pts = np.stack([canon.points(k).reshape(-1, 3)[sub] for k in range(len(canon.depth_NHW))]).astype(np.float64)
+    w = canon.weight_NHW.reshape(len(pts), -1)[:, sub]
+    meas = [m for m in (fit_edge(p, pts, w, sub, cfg.min_conf) for p in source) if m is not None]
+    if not meas:
+        raise Kd3dError("global alignment: no pair has enough confident pixels to relate its two frames")
+    edges = EdgeSet(np.array([m.i for m in meas]), np.array([m.j for m in meas]),
+                    Sim3Array(np.array([m.S.scale for m in meas]), np.array([m.S.R for m in meas]),
+                              np.array([m.S.t for m in meas])), np.array([m.weight for m in meas]))
+    return edges, np.array([m.fit_residual for m in meas])
+
+
+def _sample_points(canon: CanonicalFrames, size_hw: tuple[int, int], m: int) -> np.ndarray:
+    """(N, m, 3) canonical points per frame on a fixed grid (invalid pixels replaced by the median point)."""
+    sub = subsample_index(*size_hw, m)
+    out = np.zeros((len(canon.depth_NHW), len(sub), 3))
+    for k in range(len(out)):
+        p = canon.points(k).reshape(-1, 3)[sub].astype(np.float64)
+        ok = p[:, 2] > 0
+        out[k] = np.where(ok[:, None], p, np.median(p[ok], axis=0) if ok.any() else 1.0)
+    return out
+
+
+def align_pairs(source: Iterable[PairPrediction], n_frames: int, size_hw: tuple[int, int], config: AlignConfig,
+                K_N33: np.ndarray | None = None, ref_world_T_cam: list[np.ndarray | None] | None = None,
+                metric_depth: Callable[[int], np.ndarray | None] | None = None) -> AlignmentResult:
+    """Align all frames of a pair source into one world frame.
+
+    Args:
+        source: re-iterable stream of directed predictions at label resolution `size_hw` (h, w).
+        n_frames: number of frames (frame indices in the predictions are 0..n_frames-1).
+        config: alignment settings.
+        K_N33: known intrinsics at label resolution, or None to estimate the focal length.
+        ref_world_T_cam: reference poses (None entries for unknown) to fix gauge and metric scale.
+        metric_depth: frame index -> sensor depth (h, w) in metres at label resolution, for metric scale.
+    """
+    canon = accumulate_canonical(source, n_frames, size_hw, config.min_conf, K_N33, config.shared_focal)
+    edges, _ = _fit_edges(source, canon, config, size_hw)
+    samples = _sample_points(canon, size_hw, config.residual_points)
+    sol = solve_graph(n_frames, edges, samples, config.graph)
+    S, source_kind = _apply_gauge(sol.S, sol.aligned, ref_world_T_cam)
+    if source_kind is ScaleSource.ARBITRARY and metric_depth is not None:
+        S, source_kind = _metric_from_depth(S, sol.aligned, canon, metric_depth)
+    residual = np.full(n_frames, np.nan)
+    for k in np.flatnonzero(sol.aligned):
+        inc = sol.inlier & ((edges.i == k) | (edges.j == k))
+        if inc.any():
+            residual[k] = float(np.median(sol.point_residual[inc] * S.s[edges.i[inc]]))
+    poses = np.array([make_pose(S.R[k], S.t[k]) for k in range(n_frames)])
+    return AlignmentResult(poses, S.s.copy(), canon, sol.aligned, residual, source_kind, edges, sol.inlier,
+                           config.min_conf)
+
+
+def _apply_gauge(S: Sim3Array, aligned: np.ndarray,
+                 ref: list[np.ndarray | None] | None) -> tuple[Sim3Array, ScaleSource]:
+    """Map the graph world onto the reference poses (Sim(3) on camera centres, or rotation only if degenerate)."""
+    if ref is None:
+        return S, ScaleSource.ARBITRARY
+    idx = [k for k, T in enumerate(ref) if T is not None and aligned[k]]
+    if not idx:
+        return S, ScaleSource.ARBITRARY
+    est_c, ref_c = S.t[idx], np.array([ref[k][:3, 3] for k in idx])
+    spread = np.linalg.svd(ref_c - ref_c.mean(0), compute_uv=False) if len(idx) >= 3 else np.zeros(3)
+    if spread[1] > 1e-3 * max(spread[0], 1e-9) and spread[0] > 1e-6:
+        G = umeyama(est_c, ref_c)
+        g, Rg, tg, kind = G.scale, G.R, G.t, ScaleSource.POSES
+    else:
+        Rg = project_to_rotation(sum(ref[k][:3, :3] @ S.R[k].T for k in idx)[None])[0]
+        d_est = np.linalg.norm(est_c - est_c[0], axis=1).max()
+        d_ref = np.linalg.norm(ref_c - ref_c[0], axis=1).max()
+        metric = d_est > 1e-9 and d_ref > 1e-6
+        g = d_ref / d_est if metric else 1.0
+        tg = np.mean(ref_c - g * est_c @ Rg.T, axis=0)
+        kind = ScaleSource.POSES if metric else ScaleSource.ARBITRARY
+    G = Sim3Array(np.array([g]), Rg[None], np.asarray(tg)[None])
+    n = len(S)
+    return compose(Sim3Array(np.repeat(G.s, n), np.repeat(G.R, n, 0), np.repeat(G.t, n, 0)), S), kind
+
+
+def _metric_from_depth(S: Sim3Array, aligned: np.ndarray, canon: CanonicalFrames,
+                       metric_depth: Callable[[int], np.ndarray | None]) -> tuple[Sim3Array, ScaleSource]:
+    """One global scale: median over frames of median(sensor depth / aligned depth)."""
+    ratios = []
+    for k in np.flatnonzero(aligned):
+        d = metric_depth(int(k))
+        if d is None:
+            continue
+        est = S.s[k] * canon.depth_NHW[k]
+        ok = (d > 0) & (est > 0) & (canon.weight_NHW[k] > 0)
+        if ok.sum() >= 16:
+            ratios.append(float(np.median(d[ok] / est[ok])))
+    if not ratios:
+        return S, ScaleSource.ARBITRARY
+    f = float(np.median(ratios))
+    return Sim3Array(S.s * f, S.R, S.t * f), ScaleSource.DEPTH
