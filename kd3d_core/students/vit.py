@@ -57,21 +57,38 @@ class ViTConfig:
             raise ConfigError("vit needs blocks >= 1, decoder_blocks >= 0 and 0 <= dropout < 1")
 
 
+class Attention(nn.Module):
+    """Multi-head self-attention (fused qkv projection + scaled dot-product attention; exports to ONNX)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x_BND: torch.Tensor) -> torch.Tensor:
+        b, n, d = x_BND.shape
+        qkv = self.qkv(x_BND).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2],
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
 class TransformerBlock(nn.Module):
     """Pre-norm block: x + MHA(LN(x)), then x + MLP(LN(x)) with GELU."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.attn = Attention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
                                  nn.Dropout(dropout))
 
     def forward(self, x_BND: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x_BND)
-        x_BND = x_BND + self.attn(h, h, h, need_weights=False)[0]
+        x_BND = x_BND + self.attn(self.norm1(x_BND))
         return x_BND + self.mlp(self.norm2(x_BND))
 
 

@@ -1,0 +1,122 @@
+"""`kd3d train SCENE --student cnn|mobilenetv3|vit [--epochs N] [--size WxH] --out MODEL.kd3d`.
+
+Trains a student on the labels of a scene's mapping frames (from `kd3d teach`) and writes one `.kd3d` file.
+Under `torchrun --nproc_per_node N -m kd3d_core train ...` the run is data-parallel (DDP).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kd3d_core.errors import ConfigError
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (w, h)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"size must look like 320x240, not {text!r}") from err
+    return w, h
+
+
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `kd3d train` and `kd3d distill`."""
+    g = p.add_argument_group("student and training")
+    g.add_argument("--student", default="cnn", help="architecture: cnn, mobilenetv3, vit, ... (default cnn)")
+    g.add_argument("--arch-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture option, repeatable (e.g. patch=32, blocks=8, variant=small, channels=32,64)")
+    g.add_argument("--freeze-backbone", action="store_true", help="mobilenetv3: keep the backbone fixed")
+    g.add_argument("--pretrained", type=Path, default=None,
+                   help="mobilenetv3: torchvision ImageNet weights file (.pth state_dict or .safetensors)")
+    g.add_argument("--size", type=parse_size, default=(320, 240), help="network input WxH (default 320x240)")
+    g.add_argument("--epochs", type=int, default=50, help="maximum epochs (default 50)")
+    g.add_argument("--max-minutes", type=float, default=None, help="wall-clock training budget")
+    g.add_argument("--batch-size", type=int, default=8, help="images per step and process (default 8)")
+    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    g.add_argument("--loss", default="mse", choices=["mse", "l1", "huber"], help="3D loss (default mse, the paper's)")
+    g.add_argument("--reproj-weight", type=float, default=0.0, help="weight of the reprojection term (default 0)")
+    g.add_argument("--no-augment", action="store_true", help="disable colour and geometric augmentation")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of mapping frames")
+    g.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 = off)")
+    g.add_argument("--seed", type=int, default=0, help="random seed")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    g.add_argument("--resume", action="store_true", help="continue from OUT.ckpt when it exists")
+    g.add_argument("--log-dir", type=Path, default=None, help="CSV/TensorBoard/PNG logs (default OUT_logs/)")
+
+
+def training_config(args: argparse.Namespace, out: Path):
+    """A frozen TrainConfig from the flags (the only place flags become a training config)."""
+    from kd3d_core.students.registry import config_from_dict, get_architecture, parse_arch_options
+    from kd3d_core.training.config import AugmentConfig, LossKind, TrainConfig
+
+    arch = get_architecture(args.student)
+    options = parse_arch_options(args.arch_opt)
+    if args.freeze_backbone:
+        if "freeze_backbone" not in {f for f in arch.config_cls.__dataclass_fields__}:
+            raise ConfigError(f"--freeze-backbone does not apply to student {args.student}")
+        options["freeze_backbone"] = True
+    arch_config = config_from_dict(arch.config_cls, options, partial=True)
+    return TrainConfig(
+        student=args.student, arch=arch_config, input_size=args.size, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, loss=LossKind(args.loss), reproj_weight=args.reproj_weight,
+        augment=AugmentConfig(enabled=not args.no_augment), val_fraction=args.val_fraction,
+        patience=args.patience, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+        amp=not args.no_amp, pretrained=args.pretrained, checkpoint=Path(f"{out}.ckpt"), resume=args.resume,
+        log_dir=args.log_dir or out.with_name(out.stem + "_logs"))
+
+
+def resolve_labels_dir(scene_root: Path, labels_dir: Path | None, teacher: str | None) -> Path:
+    """--labels-dir, else SCENE/labels/TEACHER, else the only folder under SCENE/labels/."""
+    from kd3d_core.labels import META_FILE, default_labels_dir
+
+    if labels_dir is not None:
+        return labels_dir
+    if teacher is not None:
+        return default_labels_dir(scene_root, teacher)
+    found = sorted(p.parent for p in (scene_root / "labels").glob(f"*/{META_FILE}"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ConfigError(f"{scene_root} has no labels; run `kd3d teach {scene_root}` first or pass --labels-dir")
+    raise ConfigError(f"{scene_root} has labels from several teachers ({', '.join(p.name for p in found)}); "
+                      "choose one with --teacher or --labels-dir")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the train subcommand."""
+    p = sub.add_parser("train", help="train a student on a scene's labels -> MODEL.kd3d",
+                       description="Distil the teacher's labels of a scene's mapping frames into a student network "
+                                   "and write one .kd3d scene model file.")
+    p.add_argument("scene", type=Path, help="scene folder with labels (kd3d teach)")
+    p.add_argument("--out", type=Path, required=True, help="output model file (.kd3d)")
+    p.add_argument("--labels-dir", type=Path, default=None, help="labels folder (default SCENE/labels/<teacher>)")
+    p.add_argument("--teacher", default=None, help="use SCENE/labels/TEACHER")
+    add_training_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and report the held-out error."""
+    from kd3d_core.labels import LabelStore
+    from kd3d_core.scene import open_scene
+    from kd3d_core.training.trainer import train_student
+
+    cfg = training_config(args, args.out)
+    scene = open_scene(args.scene)
+    store = LabelStore(resolve_labels_dir(args.scene, args.labels_dir, args.teacher))
+    result = train_student(scene, store, cfg, args.out)
+    report(result)
+    return 0
+
+
+def report(result) -> None:
+    """One summary line on stderr (rank 0 only)."""
+    if result.model_path is None:
+        return
+    t = result.meta.training
+    print(f"wrote {result.model_path}: {result.meta.architecture}, {t['epochs']} epochs in {t['seconds']:.0f} s "
+          f"({t['stop_reason']}), held-out error mean {t['val_mean_m']:.3f} m / median {t['val_median_m']:.3f} m",
+          file=sys.stderr)

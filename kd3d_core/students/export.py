@@ -1,0 +1,61 @@
+"""Deployment exports of a scene model: ONNX (TensorRT / onnxruntime on Jetson-class robots) and TorchScript.
+
+The exported graph is `DeployModule`: input `image` float32 (B, 3, H, W) RGB in [0, 255] at the model's input
+size; outputs `points` (B, 3, H/s, W/s) world metres and `conf` (B, H/s, W/s) in [0, 1]. Output cell (i, j)
+stands for input pixel (j*s + s//2, i*s + s//2). The model file's metadata is copied into the ONNX
+metadata_props (key "kd3d") so the deployment keeps the world frame and stride.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from kd3d_core.errors import ModelError
+from kd3d_core.io_utils import atomic_file
+from kd3d_core.students.model_file import load_network
+from kd3d_core.students.scene_model import DeployModule
+
+
+def _deploy_module(model_path: Path) -> tuple[DeployModule, torch.Tensor, dict]:
+    net, meta = load_network(model_path, "cpu")
+    module = DeployModule(net, meta).eval()
+    w, h = meta.input_size
+    example = torch.rand(1, 3, h, w) * 255
+    return module, example, dataclasses.asdict(meta)
+
+
+def export_onnx(model_path: Path | str, onnx_path: Path | str, opset: int = 17, dynamic_batch: bool = True) -> Path:
+    """Write the model as one ONNX file (weights embedded) with its kd3d metadata."""
+    import onnx
+
+    module, example, meta = _deploy_module(Path(model_path))
+    axes = {"image": {0: "batch"}, "points": {0: "batch"}, "conf": {0: "batch"}} if dynamic_batch else None
+    with atomic_file(onnx_path, suffix=".onnx") as tmp:
+        try:
+            with torch.no_grad():
+                torch.onnx.export(module, (example,), str(tmp), input_names=["image"],
+                                  output_names=["points", "conf"], dynamic_axes=axes, opset_version=opset,
+                                  dynamo=False)
+            proto = onnx.load(str(tmp))
+        except Exception as err:  # noqa: BLE001 - exporter failures come in many types
+            raise ModelError(f"ONNX export of {model_path} failed: {err}") from err
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "kd3d", json.dumps(meta)
+        onnx.save(proto, str(tmp))
+    return Path(onnx_path)
+
+
+def export_torchscript(model_path: Path | str, ts_path: Path | str) -> Path:
+    """Write the model as a traced TorchScript file (metadata in its extra files as kd3d.json)."""
+    module, example, meta = _deploy_module(Path(model_path))
+    with atomic_file(ts_path, suffix=".pt") as tmp:
+        try:
+            with torch.no_grad():
+                traced = torch.jit.trace(module, (example,), check_trace=False)
+            torch.jit.save(traced, str(tmp), _extra_files={"kd3d.json": json.dumps(meta)})
+        except Exception as err:  # noqa: BLE001
+            raise ModelError(f"TorchScript export of {model_path} failed: {err}") from err
+    return Path(ts_path)

@@ -1,0 +1,292 @@
+"""Fast mapping: train the fast student's scene-specific head on a buffer of frozen-encoder features.
+
+`train_fast(scene, labels_dir, out, config)` is the whole `kd3d train --student fast` path: load the mapping
+frames and their labels, load the shipped pretrained encoder (kd3d_core/assets), fill the feature buffer
+(fast_buffer.py), train the head for a fixed number of steps on random buffer rows, and write a self-contained
+`.kd3d` file (encoder + head). Minutes on two CPU cores instead of hours, because the encoder never runs
+backwards and each step sees thousands of cells drawn from all mapping views.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from kd3d_core.errors import ConfigError, Kd3dError, ModelError
+from kd3d_core.geometry import invert_pose
+from kd3d_core.labels import LabelStore
+from kd3d_core.scene import Scene, Split, open_scene
+from kd3d_core.students.fast import FastConfig, FastStudent
+from kd3d_core.students.model_file import ModelMeta, save_scene_model
+from kd3d_core.students.registry import config_to_dict
+from kd3d_core.training.fast_buffer import AugmentConfig, FeatureBuffer, MappingView, fill_buffer
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_ENCODER = ASSETS / "fast_encoder.safetensors"
+
+
+class LossKind(str, Enum):
+    """Head training loss.
+
+    EUCLIDEAN: distance to the label's world point (labels are dense and metric, so this is the direct signal).
+    REPROJECTION: ACE's reprojection error in the label view with a tanh soft clamp shrinking over training
+    (curriculum); cells predicted behind the camera or far off fall back to the Euclidean distance.
+    """
+
+    EUCLIDEAN = "euclidean"
+    REPROJECTION = "reprojection"
+
+
+class EncoderSource(str, Enum):
+    """Where the frozen encoder's weights come from."""
+
+    PRETRAINED = "pretrained"
+    RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class FastTrainConfig:
+    """Everything `train_fast` needs (built from CLI flags by the caller).
+
+    Attributes:
+        student: architecture of the fast student (encoder shape must match the encoder file).
+        input_height: network input height; the width follows the scene's aspect (multiples of 8).
+        encoder: pretrained weights file or a random (untrained) encoder (ablation only).
+        encoder_path: encoder weights; None means the shipped kd3d_core/assets/fast_encoder.safetensors.
+        buffer_size: feature buffer rows.
+        augment: augmentation of mapping views while filling the buffer.
+        iterations: head training steps.
+        batch_size: buffer rows per step.
+        lr_max, lr_min: one-cycle learning-rate range.
+        loss: head loss (see LossKind).
+        conf_threshold_m: the confidence output learns P(error < this).
+        bf16: run the head in bfloat16 autocast (several times faster on CPUs with AVX-512 BF16).
+        seed: seeds augmentation, buffer sampling and head initialisation.
+        threads: torch CPU threads (None leaves torch's setting alone).
+        device: "cpu", "cuda" or "auto".
+    """
+
+    student: FastConfig = field(default_factory=FastConfig)
+    input_height: int = 240
+    encoder: EncoderSource = EncoderSource.PRETRAINED
+    encoder_path: Path | None = None
+    buffer_size: int = 1_000_000
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    iterations: int = 3000
+    batch_size: int = 4096
+    lr_max: float = 3e-3
+    lr_min: float = 3e-4
+    loss: LossKind = LossKind.EUCLIDEAN
+    conf_threshold_m: float = 0.1
+    bf16: bool = True
+    seed: int = 0
+    threads: int | None = 2
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.input_height < 8 or self.input_height % 8:
+            raise ConfigError(f"fast input height must be a positive multiple of 8, got {self.input_height}")
+        if self.buffer_size < self.batch_size or self.batch_size < 1 or self.iterations < 1:
+            raise ConfigError("fast training needs iterations >= 1 and buffer_size >= batch_size >= 1")
+        if not 0 < self.lr_min <= self.lr_max:
+            raise ConfigError(f"need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
+
+
+@dataclass(frozen=True)
+class FastTrainResult:
+    """What a fast training run produced and how long each part took."""
+
+    student: FastStudent
+    meta: ModelMeta
+    views: int
+    buffer_rows: int
+    buffer_passes: int
+    load_s: float
+    buffer_s: float
+    train_s: float
+    final_loss: float
+    median_train_error_m: float
+
+    @property
+    def total_s(self) -> float:
+        """Mapping time: loading + buffer + head training."""
+        return self.load_s + self.buffer_s + self.train_s
+
+
+def input_size_for(image_wh: tuple[int, int], height: int) -> tuple[int, int]:
+    """Network input (w, h): the given height, width from the aspect ratio rounded to a multiple of 8."""
+    w, h = image_wh
+    return max(8, int(round(w * height / h / 8)) * 8), height
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_mapping_views(scene: Scene, store: LabelStore, input_wh: tuple[int, int],
+                       progress: bool = True) -> list[MappingView]:
+    """Mapping frames that have labels, resized to the network input size, with their labels."""
+    import cv2
+
+    labelled = set(store.names())
+    frames = [f for f in scene.split(Split.MAPPING) if f.name in labelled]
+    if not frames:
+        raise Kd3dError(f"no mapping frame of {scene.root} has a label in {store.root}; run `kd3d teach` first")
+    views = []
+    for frame in tqdm(frames, desc="load mapping views", unit="frame", disable=not progress):
+        label = store.read(frame.name)
+        rgb = frame.load_rgb()
+        if (rgb.shape[1], rgb.shape[0]) != input_wh:
+            interp = cv2.INTER_AREA if rgb.shape[1] > input_wh[0] else cv2.INTER_LINEAR
+            rgb = cv2.resize(rgb, input_wh, interpolation=interp)
+        points = label.points_HW3.astype(np.float32)
+        valid = (label.conf_HW > 0) & np.all(np.isfinite(points), axis=-1)
+        views.append(MappingView(frame.name, rgb, points, valid, label.K.astype(np.float64),
+                                 invert_pose(label.world_T_cam.astype(np.float64))))
+    return views
+
+
+def load_encoder_weights(student: FastStudent, config: FastTrainConfig) -> str:
+    """Load the frozen encoder into `student`; returns a description for the model file's training summary."""
+    if config.encoder is EncoderSource.RANDOM:
+        return "random (untrained)"
+    from safetensors.torch import load_file
+
+    path = Path(config.encoder_path) if config.encoder_path is not None else DEFAULT_ENCODER
+    if not path.is_file():
+        raise ModelError(f"fast encoder weights {path} not found (pass encoder_path or reinstall kd3d)")
+    try:
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+        student.encoder.load_state_dict(state, strict=True)
+    except (RuntimeError, OSError) as err:
+        raise ModelError(f"{path} does not fit the fast encoder {config.student}: {err}") from err
+    return path.name
+
+
+def _lr_at(step: int, config: FastTrainConfig) -> float:
+    """One-cycle schedule: linear warm-up over 10 % of the steps, then cosine down to lr_min."""
+    warm = max(1, config.iterations // 10)
+    if step < warm:
+        return config.lr_min + (config.lr_max - config.lr_min) * step / warm
+    t = (step - warm) / max(1, config.iterations - warm)
+    return config.lr_min + 0.5 * (config.lr_max - config.lr_min) * (1 + math.cos(math.pi * t))
+
+
+def _reprojection_loss(pred_N3: torch.Tensor, target_N3: torch.Tensor, buf: FeatureBuffer, rows: torch.Tensor,
+                       progress_frac: float) -> torch.Tensor:
+    """ACE-style soft-clamped reprojection error (pixels of the label grid) with a Euclidean fallback."""
+    world_N3 = pred_N3 + buf.mean_3.float()
+    T_N34 = buf.cam_T_world_V34[buf.view_N[rows]]
+    cam_N3 = torch.einsum("nij,nj->ni", T_N34[:, :, :3], world_N3) + T_N34[:, :, 3]
+    K_N33 = buf.K_V33[buf.view_N[rows]]
+    z = cam_N3[:, 2].clamp(min=0.1)
+    uv_N2 = torch.stack([K_N33[:, 0, 0] * cam_N3[:, 0] / z + K_N33[:, 0, 2],
+                         K_N33[:, 1, 1] * cam_N3[:, 1] / z + K_N33[:, 1, 2]], dim=-1)
+    err_N = (uv_N2 - buf.px_N2[rows]).abs().sum(-1)
+    # Thresholds in pixels scale with the label grid (ACE's values are for 480-pixel-high images).
+    px_scale = float(K_N33[0, 1, 2] * 2 / 480)
+    valid = (cam_N3[:, 2] > 0.1) & (err_N < 1000 * px_scale)
+    w = 1 - math.sqrt(1 - progress_frac ** 2)
+    clamp = ((1 - w) * 50 + 1) * px_scale
+    loss_valid = (clamp * torch.tanh(err_N[valid] / clamp)).sum()
+    loss_invalid = (pred_N3[~valid] - target_N3[~valid]).abs().sum() * 100 * px_scale
+    return (loss_valid + loss_invalid) / len(err_N)
+
+
+def train_head(student: FastStudent, buf: FeatureBuffer, config: FastTrainConfig, device: torch.device,
+               generator: torch.Generator, progress: bool = True) -> tuple[float, float]:
+    """Train the head on random buffer rows; returns (mean loss of the last 5 % steps, median error in m)."""
+    head = student.head.to(device).train()
+    opt = torch.optim.AdamW(head.parameters(), lr=config.lr_min, weight_decay=0.0)
+    n, losses, errs = len(buf), [], []
+    use_bf16 = config.bf16 and device.type == "cpu"
+    for step in tqdm(range(config.iterations), desc="train head", unit="step", disable=not progress):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, config)
+        rows = torch.randint(0, n, (config.batch_size,), generator=generator)
+        feats = buf.features_NC[rows].to(device)
+        target = buf.points_N3[rows].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            pred, logit = head.forward_flat(feats if use_bf16 else feats.float())
+        err = (pred - target).norm(dim=-1)
+        if config.loss is LossKind.EUCLIDEAN:
+            loss = err.mean()
+        else:
+            loss = _reprojection_loss(pred, target, buf, rows, step / config.iterations)
+        conf_target = (err.detach() < config.conf_threshold_m).float()
+        loss = loss + 0.1 * torch.nn.functional.binary_cross_entropy_with_logits(logit.float(), conf_target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step >= config.iterations * 0.95:
+            losses.append(float(loss))
+            errs.append(err.detach().median().item())
+    head.eval()
+    return float(np.mean(losses)), float(np.median(errs))
+
+
+def train_fast(scene: Path | str | Scene, labels_dir: Path | str, out: Path | str | None,
+               config: FastTrainConfig = FastTrainConfig(), progress: bool = True) -> FastTrainResult:
+    """Map a scene: fill the feature buffer, train the head, write the `.kd3d` model file (when `out` is given).
+
+    Args:
+        scene: scene folder (or an opened Scene) whose mapping split has labels.
+        labels_dir: the teacher's label folder (kd3d_core.labels.LabelStore).
+        out: model file to write; None keeps the result in memory only (benchmarks, tests).
+        config: training configuration.
+        progress: show progress bars on stderr.
+    """
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    device = _resolve_device(config.device)
+    scene = scene if isinstance(scene, Scene) else open_scene(scene)
+    store = LabelStore(labels_dir)
+    labels_meta = store.read_meta()
+    start = time.perf_counter()
+    input_wh = input_size_for(scene.info.color_size, config.input_height)
+    views = load_mapping_views(scene, store, input_wh, progress)
+    load_s = time.perf_counter() - start
+    torch.manual_seed(config.seed)
+    student = FastStudent(config.student)
+    encoder_desc = load_encoder_weights(student, config)
+    student.encoder.to(device).eval().requires_grad_(False)
+    rng = np.random.default_rng(config.seed)
+    start = time.perf_counter()
+    buf = fill_buffer(student.encoder, views, config.buffer_size, config.augment, rng, progress=progress)
+    buffer_s = time.perf_counter() - start
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    final_loss, median_err = train_head(student, buf, config, device, generator, progress)
+    train_s = time.perf_counter() - start
+    meta = ModelMeta(
+        architecture="fast", config=config_to_dict(config.student), input_size=input_wh, output_stride=8,
+        coord_mean=tuple(float(v) for v in buf.mean_3), coord_scale=1.0, world_frame=labels_meta.world_frame,
+        training={"trainer": "fast", "encoder": encoder_desc, "views": len(views), "buffer_rows": len(buf),
+                  "buffer_passes": buf.passes, "iterations": config.iterations, "batch_size": config.batch_size,
+                  "loss": config.loss.value, "seed": config.seed, "load_s": round(load_s, 2),
+                  "buffer_s": round(buffer_s, 2), "train_s": round(train_s, 2), "final_loss": final_loss,
+                  "median_train_error_m": median_err},
+        teacher={"teacher": labels_meta.teacher, "scale_source": labels_meta.scale_source.value,
+                 "checkpoint_digest": labels_meta.checkpoint_digest, "frames": len(views)})
+    student = student.cpu().eval()
+    if out is not None:
+        meta = save_scene_model(out, student, meta)
+    return FastTrainResult(student, meta, len(views), len(buf), buf.passes, load_s, buffer_s, train_s,
+                           final_loss, median_err)
+
+
+def describe(config: FastTrainConfig) -> dict:
+    """JSON-ready summary of a config (for logs and benchmark tables)."""
+    d = dataclasses.asdict(config)
+    d["loss"], d["encoder"] = config.loss.value, config.encoder.value
+    d["encoder_path"] = str(config.encoder_path) if config.encoder_path else None
+    return d
