@@ -19,11 +19,25 @@ from pathlib import Path
 
 import numpy as np
 
-from kd3d_core.bags import (CAMERA_INFO_TYPES, IMAGE_TYPES, BagReader, PoseSource, associate_nearest, open_bag,
-                            tf_pose_source, topic_pose_source)
+from kd3d_core.bags import (
+    CAMERA_INFO_TYPES,
+    IMAGE_TYPES,
+    BagReader,
+    PoseSource,
+    associate_nearest,
+    open_bag,
+    tf_pose_source,
+    topic_pose_source,
+)
 from kd3d_core.errors import BagError, ConfigError, MessageError
 from kd3d_core.geometry import pose_error
-from kd3d_core.messages import CameraModel, camera_info_to_model, decode_depth, decode_rgb, pinhole_model
+from kd3d_core.messages import (
+    CameraModel,
+    camera_info_to_model,
+    decode_depth,
+    decode_rgb,
+    pinhole_model,
+)
 from kd3d_core.scene import Split
 from kd3d_core.scene_writer import SceneWriter
 from kd3d_core.undistort import Undistorter
@@ -224,7 +238,7 @@ def _plan_depth(bag: BagReader, config: IngestConfig, plan: _Plan, warnings: lis
     depth = [s.stamp_ns for s in bag.header_stamps(config.depth_topic)]  # type: ignore[arg-type]
     order = np.argsort(np.asarray(depth, dtype=np.int64), kind="stable")
     sorted_stamps = np.asarray(depth, dtype=np.int64)[order]
-    nearest = associate_nearest(plan.stamps, sorted_stamps, int(round(config.max_dt_s * 1e9)))
+    nearest = associate_nearest(plan.stamps, sorted_stamps, round(config.max_dt_s * 1e9))
     plan.depth_index = [int(order[j]) if j >= 0 else -1 for j in nearest]
     missing = sum(1 for j in plan.depth_index if j < 0)
     if missing == len(plan.depth_index):

@@ -111,8 +111,8 @@ def format_scene(s: dict) -> str:
                   f"(span {ts['span_s']:.3f} s)"))
     if s.get("source"):
         src = s["source"]
-        items.append(("source", f"{src.get('bag')} ({src.get('storage')}, {src.get('image_topic')}, "
-                                f"poses from {src.get('pose_source')})"))
+        items.append(("source", (f"{src.get('bag')} ({src.get('storage')}, {src.get('image_topic')}, "
+                                 f"poses from {src.get('pose_source')})")))
     return "\n".join(_pairs(items))
 
 

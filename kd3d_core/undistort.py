@@ -10,7 +10,12 @@ import cv2
 import numpy as np
 
 from kd3d_core.errors import MessageError
-from kd3d_core.messages.camera import EQUIDISTANT, PLUMB_BOB, RATIONAL_POLYNOMIAL, CameraModel
+from kd3d_core.messages.camera import (
+    EQUIDISTANT,
+    PLUMB_BOB,
+    RATIONAL_POLYNOMIAL,
+    CameraModel,
+)
 
 
 class Undistorter:

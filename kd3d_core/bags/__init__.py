@@ -7,14 +7,36 @@
         w.write("/topic", build_image(..., typestore=w.factory), stamp_ns)
     write_scene_bag(scene, out, storage="sqlite3")   # a scene as Image + CameraInfo + TF (+ depth)
 """
-from kd3d_core.bags.poses import (PoseSource, TfPoseSource, TopicPoseSource, read_pose_topic, tf_pose_source,
-                                  topic_pose_source)
-from kd3d_core.bags.reader import (CAMERA_INFO_TYPES, IMAGE_TYPES, POSE_TYPES, TF_TYPE, BagMessage, BagReader,
-                                   BagStorage, RawStamp, TopicSummary, open_bag, raw_header_stamp,
-                                   resolve_bag_path)
+from kd3d_core.bags.poses import (
+                                  PoseSource,
+                                  TfPoseSource,
+                                  TopicPoseSource,
+                                  read_pose_topic,
+                                  tf_pose_source,
+                                  topic_pose_source,
+)
+from kd3d_core.bags.reader import (
+                                  CAMERA_INFO_TYPES,
+                                  IMAGE_TYPES,
+                                  POSE_TYPES,
+                                  TF_TYPE,
+                                  BagMessage,
+                                  BagReader,
+                                  BagStorage,
+                                  RawStamp,
+                                  TopicSummary,
+                                  open_bag,
+                                  raw_header_stamp,
+                                  resolve_bag_path,
+)
 from kd3d_core.bags.scene_bag import LINK_T_OPTICAL, SceneBagResult, write_scene_bag
 from kd3d_core.bags.tf import TfBuffer, TfLookupError, load_tf
-from kd3d_core.bags.trajectory import Trajectory, associate_nearest, interpolate_pose, slerp
+from kd3d_core.bags.trajectory import (
+                                  Trajectory,
+                                  associate_nearest,
+                                  interpolate_pose,
+                                  slerp,
+)
 from kd3d_core.bags.writer import ROSBAG2_VERSION, BagWriter
 
 __all__ = [

@@ -113,9 +113,9 @@ def tf_pose_source(bag: BagReader, parent: str, child: str, max_dt_s: float) -> 
     for name in (parent, child):
         if name.lstrip("/") not in buffer.frames:
             raise BagError(f"TF frame {name!r} is not in bag {bag.path} (frames: {', '.join(sorted(buffer.frames))})")
-    return TfPoseSource(buffer, parent.lstrip("/"), child.lstrip("/"), int(round(max_dt_s * 1e9)))
+    return TfPoseSource(buffer, parent.lstrip("/"), child.lstrip("/"), round(max_dt_s * 1e9))
 
 
 def topic_pose_source(bag: BagReader, topic: str, max_dt_s: float) -> TopicPoseSource:
     """A pose source over a pose topic."""
-    return TopicPoseSource(topic, read_pose_topic(bag, topic), int(round(max_dt_s * 1e9)))
+    return TopicPoseSource(topic, read_pose_topic(bag, topic), round(max_dt_s * 1e9))

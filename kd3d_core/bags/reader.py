@@ -5,6 +5,7 @@ garbled bag gives one clear line instead of a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 from collections.abc import Iterator, Sequence
@@ -105,7 +106,7 @@ class BagReader:
         match = re.search(r"storage_identifier:\s*['\"]?(\w+)", text)
         return BagStorage.MCAP if match and match.group(1) == "mcap" else BagStorage.SQLITE3
 
-    def __enter__(self) -> BagReader:
+    def __enter__(self) -> BagReader:  # noqa: PYI034 (typing.Self needs Python 3.11; Humble has 3.10)
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -113,10 +114,8 @@ class BagReader:
 
     def close(self) -> None:
         """Close the bag files."""
-        try:
+        with contextlib.suppress(Exception):  # closing a half-broken bag must not hide the error that got us here
             self._reader.close()
-        except Exception:  # closing a half-broken bag must not hide the error that got us here
-            pass
 
     @property
     def topics(self) -> dict[str, TopicSummary]:

@@ -17,9 +17,17 @@ from kd3d_core.bags.reader import BagStorage
 from kd3d_core.bags.writer import BagWriter
 from kd3d_core.errors import BagError, ConfigError
 from kd3d_core.geometry import invert_pose
-from kd3d_core.messages import (CameraModel, build_camera_info, build_compressed_image, build_image,
-                                build_tf_message, build_transform_stamped, depth_to_image_fields,
-                                encode_compressed_rgb, rgb_to_image_fields)
+from kd3d_core.messages import (
+    CameraModel,
+    build_camera_info,
+    build_compressed_image,
+    build_image,
+    build_tf_message,
+    build_transform_stamped,
+    depth_to_image_fields,
+    encode_compressed_rgb,
+    rgb_to_image_fields,
+)
 from kd3d_core.scene import Frame, Scene, Split
 
 # camera_link (x forward, y left, z up) -> optical frame (x right, y down, z forward), REP 103.
@@ -44,7 +52,7 @@ def _frame_stamps(frames: list[Frame], rate_hz: float | None, start_ns: int) -> 
     rate = 10.0 if rate_hz is None else float(rate_hz)
     if not rate > 0:
         raise ConfigError(f"rate_hz must be positive, got {rate_hz}")
-    return [start_ns + int(round(i * 1e9 / rate)) for i in range(len(frames))]
+    return [start_ns + round(i * 1e9 / rate) for i in range(len(frames))]
 
 
 def write_scene_bag(scene: Scene, path: Path | str, *, storage: BagStorage | str = "sqlite3",

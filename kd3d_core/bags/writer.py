@@ -23,7 +23,14 @@ LATCHED_TOPICS = ("/tf_static",)
 
 
 def _latched_qos() -> Any:
-    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime)
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
 
     zero = QosTime(0, 0)
     return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, zero, zero,
@@ -109,7 +116,8 @@ def _open_rosbags_writer(path: Path, storage: BagStorage) -> Any:
         from rosbags.rosbag1 import Writer as Writer1
 
         return Writer1(path)
-    from rosbags.rosbag2 import StoragePlugin, Writer as Writer2
+    from rosbags.rosbag2 import StoragePlugin
+    from rosbags.rosbag2 import Writer as Writer2
 
     plugin = StoragePlugin.MCAP if storage is BagStorage.MCAP else StoragePlugin.SQLITE3
     return Writer2(path, version=ROSBAG2_VERSION, storage_plugin=plugin)

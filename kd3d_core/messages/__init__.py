@@ -7,19 +7,62 @@ Encoders are split in two steps so the rclpy node can reuse them:
     `MessageFactory` such as `ModuleFactory()` that builds rclpy message classes.
 All stamps are int nanoseconds. Failures raise `kd3d_core.errors.MessageError`.
 """
-from kd3d_core.messages.camera import (CameraModel, build_camera_info, camera_info_to_model, pinhole_model)
-from kd3d_core.messages.factory import (MessageFactory, ModuleFactory, TypestoreFactory, as_factory, build_header,
-                                        header_stamp_ns, ros1_typestore, ros2_typestore, split_stamp, stamp_to_ns)
-from kd3d_core.messages.images import (ImageFields, build_compressed_image, build_image, decode_compressed_depth,
-                                       decode_compressed_rgb, decode_depth, decode_image_depth, decode_image_rgb,
-                                       decode_rgb, depth_to_image_fields, encode_compressed_depth,
-                                       encode_compressed_rgb, image_to_array, is_compressed, rgb_to_image_fields)
-from kd3d_core.messages.pointcloud import (CloudFields, build_pointcloud2, decode_pointcloud2, pack_rgb,
-                                           points_to_cloud_fields, unpack_rgb)
-from kd3d_core.messages.transforms import (StampedPose, build_odometry, build_pose, build_pose_stamped,
-                                           build_pose_with_covariance_stamped, build_tf_message,
-                                           build_transform_stamped, covariance_to_matrix, pose_to_matrix,
-                                           stamped_pose_from_msg, transform_to_matrix)
+from kd3d_core.messages.camera import (
+                                        CameraModel,
+                                        build_camera_info,
+                                        camera_info_to_model,
+                                        pinhole_model,
+)
+from kd3d_core.messages.factory import (
+                                        MessageFactory,
+                                        ModuleFactory,
+                                        TypestoreFactory,
+                                        as_factory,
+                                        build_header,
+                                        header_stamp_ns,
+                                        ros1_typestore,
+                                        ros2_typestore,
+                                        split_stamp,
+                                        stamp_to_ns,
+)
+from kd3d_core.messages.images import (
+                                        ImageFields,
+                                        build_compressed_image,
+                                        build_image,
+                                        decode_compressed_depth,
+                                        decode_compressed_rgb,
+                                        decode_depth,
+                                        decode_image_depth,
+                                        decode_image_rgb,
+                                        decode_rgb,
+                                        depth_to_image_fields,
+                                        encode_compressed_depth,
+                                        encode_compressed_rgb,
+                                        image_to_array,
+                                        is_compressed,
+                                        rgb_to_image_fields,
+)
+from kd3d_core.messages.pointcloud import (
+                                        CloudFields,
+                                        build_pointcloud2,
+                                        decode_pointcloud2,
+                                        pack_rgb,
+                                        points_to_cloud_fields,
+                                        unpack_rgb,
+)
+from kd3d_core.messages.transforms import (
+                                        StampedPose,
+                                        build_odometry,
+                                        build_pose,
+                                        build_pose_stamped,
+                                        build_pose_with_covariance_stamped,
+                                        build_tf_message,
+                                        build_transform_stamped,
+                                        covariance_to_matrix,
+                                        pose_to_matrix,
+                                        stamped_pose_from_msg,
+                                        transform_to_matrix,
+)
 
 __all__ = [
     "CameraModel", "CloudFields", "ImageFields", "MessageFactory", "ModuleFactory", "StampedPose",

@@ -70,7 +70,7 @@ class ModuleFactory:
     """A `MessageFactory` over generated ROS Python message modules (rclpy style), imported on demand."""
 
     @staticmethod
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def _cls(msgtype: str) -> Any:
         pkg, kind, name = msgtype.split("/")
         try:
@@ -105,7 +105,7 @@ def _convert_for_rclpy(value: Any, field_type: str) -> Any:
     return value.tolist()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ros2_typestore() -> Any:
     """The rosbags ROS 2 Humble typestore (cached: it is immutable in use and costly to build)."""
     from rosbags.typesys import Stores, get_typestore
@@ -113,7 +113,7 @@ def ros2_typestore() -> Any:
     return get_typestore(Stores.ROS2_HUMBLE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ros1_typestore() -> Any:
     """The rosbags ROS 1 Noetic typestore, plus tf2_msgs/TFMessage (missing from rosbags' Noetic store)."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore

@@ -10,8 +10,19 @@ import pytest
 from scipy.spatial.transform import Rotation, Slerp
 
 from kd3d_core import messages as m
-from kd3d_core.bags import (BagStorage, BagWriter, TfBuffer, TfLookupError, Trajectory, associate_nearest,
-                            load_tf, open_bag, read_pose_topic, slerp, tf_pose_source)
+from kd3d_core.bags import (
+    BagStorage,
+    BagWriter,
+    TfBuffer,
+    TfLookupError,
+    Trajectory,
+    associate_nearest,
+    load_tf,
+    open_bag,
+    read_pose_topic,
+    slerp,
+    tf_pose_source,
+)
 from kd3d_core.errors import BagError
 from kd3d_core.geometry import invert_pose, make_pose
 
@@ -77,10 +88,9 @@ def test_rosbag2_metadata_is_version_8_with_latched_tf_static(tmp_path):
 
 def test_writer_is_atomic_and_refuses_existing(tmp_path):
     out = tmp_path / "b"
-    with pytest.raises(RuntimeError, match="boom"):
-        with BagWriter.create(out, "sqlite3") as w:
-            w.write("/x", m.build_pose_stamped(np.eye(4), 1, "map", w.factory), 1)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), BagWriter.create(out, "sqlite3") as w:
+        w.write("/x", m.build_pose_stamped(np.eye(4), 1, "map", w.factory), 1)
+        raise RuntimeError("boom")
     assert not out.exists() and list(tmp_path.iterdir()) == []
     write_small_bag(out, "sqlite3")
     with pytest.raises(BagError, match="already exists"):
@@ -188,9 +198,9 @@ def _truncate(path: Path, fraction: float = 0.5) -> None:
 def test_truncated_bags_give_one_clear_error(tmp_path, storage, name, victim):
     write_small_bag(tmp_path / name, storage)
     _truncate(tmp_path / victim)
-    with pytest.raises(BagError, match=rf"bag {tmp_path / name}.* (corrupt|truncated|cannot open)|cannot open bag"):
-        with open_bag(tmp_path / name) as bag:
-            list(bag.messages(list(bag.topics)))
+    with pytest.raises(BagError, match=rf"bag {tmp_path / name}.* (corrupt|truncated|cannot open)|cannot open bag"), \
+            open_bag(tmp_path / name) as bag:
+        list(bag.messages(list(bag.topics)))
 
 
 def test_bad_paths_and_garbled_metadata(tmp_path):

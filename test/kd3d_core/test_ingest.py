@@ -172,7 +172,7 @@ def test_pose_topic_drops_unassociated_frames_and_depth_is_resized(synth, tmp_pa
 def test_keyframes_stride_and_min_motion(synth, tmp_path):
     bag = tmp_path / "bag"
     write_scene_bag(open_scene(synth), bag, split=Split.MAPPING, progress=False)
-    base = dict(bag=bag, image_topic=IMAGE, pose_tf=("map", OPTICAL), progress=False)
+    base = {"bag": bag, "image_topic": IMAGE, "pose_tf": ("map", OPTICAL), "progress": False}
     r = ingest_bag(IngestConfig(out=tmp_path / "s2", stride=3, **base))
     assert (r.frames, r.dropped_by_keyframing) == (3, 5)
     r = ingest_bag(IngestConfig(out=tmp_path / "mm", min_motion=(1e6, 1e6), **base))

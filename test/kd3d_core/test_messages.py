@@ -139,10 +139,10 @@ def test_compressed_png_exact_and_jpeg_close():
 
 
 def test_compressed_formats_channel_order_and_mono():
-    ok, buf = cv2.imencode(".png", RGB)  # RGB bytes written as if BGR: what "compressed rgb8" means
+    _, buf = cv2.imencode(".png", RGB)  # RGB bytes written as if BGR: what "compressed rgb8" means
     msg = m.build_compressed_image("rgb8; png compressed rgb8", buf.reshape(-1), 1, "cam")
     np.testing.assert_array_equal(m.decode_rgb(msg), RGB)
-    ok, buf = cv2.imencode(".png", RGB[..., 0])
+    _, buf = cv2.imencode(".png", RGB[..., 0])
     msg = m.build_compressed_image("mono8; png compressed mono8", buf.reshape(-1), 1, "cam")
     np.testing.assert_array_equal(m.decode_rgb(msg), np.repeat(RGB[..., :1], 3, axis=2))
     with pytest.raises(MessageError, match="cannot decode compressed image"):
@@ -156,7 +156,7 @@ def test_compressed_depth_16uc1_and_32fc1():
     # image_transport's 32FC1 compressedDepth: PNG of quantised inverse depth, value = a / d + b.
     quant_a, quant_b = 100.0, 10.0
     inv = np.where(DEPTH_M > 0, quant_a / np.where(DEPTH_M > 0, DEPTH_M, 1) + quant_b, 0)
-    ok, png = cv2.imencode(".png", np.round(inv).astype(np.uint16))
+    _, png = cv2.imencode(".png", np.round(inv).astype(np.uint16))
     payload = np.concatenate([np.frombuffer(struct.pack("<iff", 1, quant_a, quant_b), np.uint8), png.reshape(-1)])
     out = m.decode_depth(m.build_compressed_image("32FC1; compressedDepth", payload, 1, "cam"))
     valid = DEPTH_M > 0
