@@ -145,6 +145,7 @@ def ingest_bag(config: IngestConfig) -> IngestResult:
         color_stamps = [s.stamp_ns for s in bag.header_stamps(config.image_topic)]
         if not color_stamps:
             raise BagError(f"image topic {config.image_topic} has no messages")
+        warnings.extend(_frame_warnings(bag, config, source))
         plan, dropped_pose, dropped_kf = _plan_frames(color_stamps, source, config, warnings)
         if config.depth_topic is not None:
             _plan_depth(bag, config, plan, warnings)
@@ -201,6 +202,27 @@ def _pose_source(bag: BagReader, config: IngestConfig) -> PoseSource | None:
     if config.pose_topic is not None:
         return topic_pose_source(bag, config.pose_topic, config.max_dt_s)
     return None
+
+
+def _first_frame_id(bag: BagReader, topic: str) -> str:
+    first = next(bag.messages([topic]), None)
+    return str(first.msg.header.frame_id).lstrip("/") if first is not None else ""
+
+
+def _frame_warnings(bag: BagReader, config: IngestConfig, source: PoseSource | None) -> list[str]:
+    """Frame-id mismatches that the user should know about (they are not errors: frame ids are often sloppy)."""
+    image_frame = _first_frame_id(bag, config.image_topic)
+    out = []
+    if config.depth_topic is not None:
+        depth_frame = _first_frame_id(bag, config.depth_topic)
+        if depth_frame and image_frame and depth_frame != image_frame:
+            out.append(f"depth frame {depth_frame!r} differs from colour frame {image_frame!r}; assuming the depth "
+                       "is registered to the colour camera")
+    child = getattr(getattr(source, "trajectory", None), "child_frame_id", "").lstrip("/")
+    if child and image_frame and child != image_frame:
+        out.append(f"{source.description} gives poses of {child!r}, not of the image frame {image_frame!r}; "
+                   "using them as camera poses (use --pose-tf to compose a TF chain instead)")
+    return out
 
 
 def _plan_frames(stamps: list[int], source: PoseSource | None, config: IngestConfig,

@@ -71,6 +71,9 @@ class BagWriter:
         tmp = tmp_dir / path.name
         try:
             rosbags_writer = _open_rosbags_writer(tmp, storage)
+            if storage is not BagStorage.ROS1:
+                # A non-empty custom_data map: readers that parse it (metadata version >= 6) get a map, not null.
+                rosbags_writer.set_custom_data("writer", "kd3d")
             with rosbags_writer:
                 yield cls(rosbags_writer, storage)
             if path.exists():

@@ -81,7 +81,7 @@ def test_read_topics_counts_and_messages(small_bag):
 def test_rosbag2_metadata_is_version_8_with_latched_tf_static(tmp_path):
     write_small_bag(tmp_path / "b", "mcap")
     meta = (tmp_path / "b" / "metadata.yaml").read_text()
-    assert "version: 8" in meta and "storage_identifier: mcap" in meta
+    assert "version: 8" in meta and "storage_identifier: mcap" in meta and "writer: kd3d" in meta
     block = meta[meta.index("name: /tf_static"):]
     assert "durability: 1" in block[:block.index("type:")]  # TRANSIENT_LOCAL, what tf2 static listeners need
 

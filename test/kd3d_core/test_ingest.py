@@ -98,7 +98,8 @@ def test_jpeg_compressed_is_close(synth, tmp_path):
 
 def make_bag(path: Path, images: list[np.ndarray], *, encoding: str = "rgb8", pad: int = 0,
              model: m.CameraModel | None = None, poses: list[np.ndarray | None] | None = None,
-             pose_stamp_offset: int = 0, depth: list[np.ndarray] | None = None, storage: str = "sqlite3") -> None:
+             pose_stamp_offset: int = 0, depth: list[np.ndarray] | None = None, storage: str = "sqlite3",
+             odom_child: str = OPTICAL, depth_frame: str = OPTICAL) -> None:
     """Hand-made bag: raw images (optionally padded rows), CameraInfo, Odometry poses, 16UC1 depth."""
     with BagWriter.create(path, storage) as w:
         f = w.factory
@@ -115,11 +116,11 @@ def make_bag(path: Path, images: list[np.ndarray], *, encoding: str = "rgb8", pa
             if model is not None:
                 w.write("/camera/color/camera_info", m.build_camera_info(model, stamp, OPTICAL, f), stamp)
             if poses is not None and poses[i] is not None:
-                w.write("/odom", m.build_odometry(poses[i], stamp + pose_stamp_offset, "world", OPTICAL,
+                w.write("/odom", m.build_odometry(poses[i], stamp + pose_stamp_offset, "world", odom_child,
                                                   typestore=f), stamp)
             if depth is not None:
                 w.write(DEPTH, m.build_image(m.depth_to_image_fields(depth[i], "16UC1"), stamp + 3_000_000,
-                                             OPTICAL, f), stamp)
+                                             depth_frame, f), stamp)
 
 
 def synth_images(synth: Path, n: int = 4) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
@@ -155,12 +156,14 @@ def test_pose_topic_drops_unassociated_frames_and_depth_is_resized(synth, tmp_pa
     poses[1] = None  # no pose near frame 1
     half = [cv2.resize(d, (32, 24), interpolation=cv2.INTER_NEAREST) for d in depths]
     make_bag(tmp_path / "bag", images, model=m.pinhole_model(51.2, 51.2, 31.5, 23.5, (64, 48)), poses=poses,
-             depth=half)
+             depth=half, odom_child="base_link", depth_frame="camera_depth_optical_frame")
     out = tmp_path / "scene"
     rc, err = run_cli(["ingest", str(tmp_path / "bag"), str(out), "--image-topic", IMAGE, "--pose-topic", "/odom",
                        "--depth-topic", DEPTH, "--quiet"], capsys)
     assert rc == 0, err
     assert "warning: dropped 1 of 4 images without a pose from pose topic /odom within 0.05 s" in err
+    assert "depth frame 'camera_depth_optical_frame' differs from colour frame" in err
+    assert "pose topic /odom gives poses of 'base_link', not of the image frame" in err
     scene = open_scene(out)
     assert len(scene) == 3 and scene.info.world_frame == "world"
     for frame, i in zip(scene.frames, (0, 2, 3)):
