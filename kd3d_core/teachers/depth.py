@@ -4,7 +4,8 @@ Confidence reflects what makes depth labels wrong: invalid or out-of-range depth
 (a relative jump to a 4-neighbour above `edge_rel`, dilated by one pixel: mixed pixels and flying points), and
 range (noise of structured-light/ToF depth grows with distance: 1 / (1 + (d / range_scale)^2)). Points are
 averaged over each label pixel's footprint (area resampling of camera-frame points, exact centres for any
-ratio) from good pixels only; a footprint that is mostly bad or spans a depth jump gets confidence 0.
+ratio) from good pixels only; a footprint with bad pixels (its centroid would drift off the pixel centre) or spanning a
+depth jump gets confidence 0.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class DepthTeacherConfig:
     max_depth: float = 10.0
     edge_rel: float = 0.05
     range_scale: float = 4.0
-    min_good_fraction: float = 0.5
+    min_good_fraction: float = 0.99
 
 
 def depth_confidence(depth_HW: np.ndarray, cfg: DepthTeacherConfig) -> np.ndarray:
@@ -52,7 +53,8 @@ def depth_label(depth_HW: np.ndarray, K: np.ndarray, world_T_cam: np.ndarray, la
     good = (conf_full > 0).astype(np.float32)
     d = np.where(good > 0, depth_HW, 0.0).astype(np.float32)
     pts = backproject_depth(d, K).astype(np.float32) * good[..., None]
-    area = lambda x: cv2.resize(x, label_wh, interpolation=cv2.INTER_AREA)  # noqa: E731
+    interp = cv2.INTER_AREA if label_wh[0] <= W and label_wh[1] <= H else cv2.INTER_LINEAR
+    area = lambda x: cv2.resize(x, label_wh, interpolation=interp)  # noqa: E731
     frac = area(good)
     with np.errstate(invalid="ignore", divide="ignore"):
         pts_l = area(pts) / frac[..., None]
