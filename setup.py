@@ -46,6 +46,8 @@ setup(
     entry_points={
         "console_scripts": [
             "kd3d = kd3d_core.cli:main",
+            "relocalizer_node = kd3d_ros.relocalizer_node:main",
+            "distill = kd3d_ros.distill:main",
         ],
     },
 )
