@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 import struct
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -89,8 +90,9 @@ class BagReader:
         from kd3d_core.messages import ros2_typestore
 
         self.path = resolve_bag_path(path)
+        self._alias_dir: tempfile.TemporaryDirectory | None = None
         try:
-            self._reader = AnyReader([self.path], default_typestore=ros2_typestore())
+            self._reader = AnyReader([self._reader_path()], default_typestore=ros2_typestore())
             self._reader.open()
         except Kd3dError:
             raise
@@ -98,6 +100,16 @@ class BagReader:
             raise BagError(f"cannot open bag {self.path}: {_describe(err)}") from err
         self.storage = self._detect_storage()
         self.is_ros2 = self.storage is not BagStorage.ROS1
+
+    def _reader_path(self) -> Path:
+        """The path to hand rosbags: it takes any path ending in .bag for a ROS 1 bag, so a rosbag2 folder named
+        `x.bag` is opened through a symlink without that suffix."""
+        if not (self.path.is_dir() and self.path.suffix == ".bag"):
+            return self.path
+        self._alias_dir = tempfile.TemporaryDirectory(prefix="kd3d-bag-")
+        alias = Path(self._alias_dir.name) / self.path.stem
+        alias.symlink_to(self.path.resolve(), target_is_directory=True)
+        return alias
 
     def _detect_storage(self) -> BagStorage:
         if self.path.suffix == ".bag" and self.path.is_file():
@@ -116,6 +128,8 @@ class BagReader:
         """Close the bag files."""
         with contextlib.suppress(Exception):  # closing a half-broken bag must not hide the error that got us here
             self._reader.close()
+        if self._alias_dir is not None:
+            self._alias_dir.cleanup()
 
     @property
     def topics(self) -> dict[str, TopicSummary]:

@@ -214,3 +214,13 @@ def test_bad_paths_and_garbled_metadata(tmp_path):
     with pytest.raises(BagError, match=r"^cannot open bag .*Could not load YAML") as info:
         open_bag(tmp_path / "b")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_rosbag2_folder_named_like_a_ros1_bag(tmp_path, storage):
+    """rosbags takes any *.bag path for ROS 1; a rosbag2 folder called x.bag must still open as rosbag2."""
+    path = tmp_path / "walk.bag"
+    write_small_bag(path, storage)
+    with open_bag(path) as bag:
+        assert bag.storage is BagStorage(storage)
+        assert bag.topics["/cam/image_raw"].count == 5
