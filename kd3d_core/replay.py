@@ -17,8 +17,20 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from kd3d_core.bags import (CAMERA_INFO_TYPES, IMAGE_TYPES, BagReader, BagStorage, BagWriter, PoseSource, TfBuffer,
-                            TfLookupError, TfPoseSource, load_tf, open_bag, topic_pose_source)
+from kd3d_core.bags import (
+    CAMERA_INFO_TYPES,
+    IMAGE_TYPES,
+    BagReader,
+    BagStorage,
+    BagWriter,
+    PoseSource,
+    TfBuffer,
+    TfLookupError,
+    TfPoseSource,
+    load_tf,
+    open_bag,
+    topic_pose_source,
+)
 from kd3d_core.errors import BagError, ConfigError, Kd3dError, MessageError
 from kd3d_core.evaluation import Trajectory, evaluate_trajectories, write_poses, write_report
 from kd3d_core.localization import FailureReason, PoseEstimate, Relocalizer, predicted_cloud
@@ -153,7 +165,7 @@ def _first_image_frame(bag: BagReader, topic: str) -> str:
 
 def _ground_truth(bag: BagReader, tf: TfBuffer, config: ReplayConfig, map_frame: str,
                   camera_frame: str) -> PoseSource | None:
-    max_dt_ns = int(round(config.max_dt_s * 1e9))
+    max_dt_ns = round(config.max_dt_s * 1e9)
     if config.pose_topic is not None:
         return topic_pose_source(bag, config.pose_topic, config.max_dt_s)
     parent, child = config.pose_tf or (map_frame, camera_frame)
@@ -241,7 +253,7 @@ class _Replayer:
         if not odom or odom not in self.tf.frames or self.camera_frame not in self.tf.frames:
             return None
         try:
-            return self.tf.lookup(odom, self.camera_frame, stamp, int(round(self.config.max_dt_s * 1e9)))
+            return self.tf.lookup(odom, self.camera_frame, stamp, round(self.config.max_dt_s * 1e9))
         except TfLookupError:
             return None
 

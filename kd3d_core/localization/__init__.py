@@ -6,7 +6,12 @@ point cloud; the oracle predictors give exact scene coordinates from depth for t
 from kd3d_core.localization.cloud import PointCloud, predicted_cloud
 from kd3d_core.localization.config import PnpSolver, RansacMethod, RefineMethod, RelocalizerConfig
 from kd3d_core.localization.oracle import (
-    OracleDepthPredictor, OracleNoise, OracleScenePredictor, image_digest, predictor_for_frame)
+    OracleDepthPredictor,
+    OracleNoise,
+    OracleScenePredictor,
+    image_digest,
+    predictor_for_frame,
+)
 from kd3d_core.localization.relocalizer import Relocalizer
 from kd3d_core.localization.result import FailureReason, PoseEstimate, StageTimings
 

@@ -15,8 +15,15 @@ from kd3d_core.errors import Kd3dError
 from kd3d_core.geometry import invert_pose
 from kd3d_core.localization.cloud import PointCloud
 from kd3d_core.localization.result import PoseEstimate
-from kd3d_core.messages import (as_factory, build_pointcloud2, build_pose_stamped, build_pose_with_covariance_stamped,
-                                build_tf_message, build_transform_stamped, points_to_cloud_fields)
+from kd3d_core.messages import (
+    as_factory,
+    build_pointcloud2,
+    build_pose_stamped,
+    build_pose_with_covariance_stamped,
+    build_tf_message,
+    build_transform_stamped,
+    points_to_cloud_fields,
+)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,12 @@ import numpy as np
 from kd3d_core.geometry import invert_pose, is_valid_pose, make_pose
 from kd3d_core.localization.config import RelocalizerConfig
 from kd3d_core.localization.correspondences import (
-    Correspondences, TieBreaker, select_correspondences, undistort_pixels, validate_prediction)
+    Correspondences,
+    TieBreaker,
+    select_correspondences,
+    undistort_pixels,
+    validate_prediction,
+)
 from kd3d_core.localization.pnp import pose_covariance, ransac_pnp, refine_pose, reprojection_errors
 from kd3d_core.localization.result import FailureReason, PoseEstimate, StageTimings
 from kd3d_core.prediction import ScenePrediction, ScenePredictor

@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
 from kd3d_core.errors import Kd3dError
-from kd3d_core.evaluation.poses import (
-    PoseFormat, Trajectory, canonical_name, detect_format, read_poses, write_poses)
+from kd3d_core.evaluation.poses import PoseFormat, Trajectory, canonical_name, detect_format, read_poses, write_poses
 from kd3d_core.geometry import invert_pose, make_pose, matrix_to_quat_xyzw, pose_from_tq
 from kd3d_core.scene_writer import SceneWriter
 
@@ -42,7 +41,7 @@ def test_colmap_is_world_to_camera(tmp_path):
     R = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # optical z along world x
     world_T_cam = make_pose(R, [1.0, 2.0, 3.0])
     write_poses(tmp_path / "c.txt", Trajectory.from_lists(["img.png"], [world_T_cam]), PoseFormat.COLMAP)
-    fields = [line for line in (tmp_path / "c.txt").read_text().splitlines() if not line.startswith("#")][0].split()
+    fields = next(line for line in (tmp_path / "c.txt").read_text().splitlines() if not line.startswith("#")).split()
     qw, qx, qy, qz = map(float, fields[1:5])
     t = np.array(fields[5:8], dtype=float)
     cam_T_world = invert_pose(world_T_cam)

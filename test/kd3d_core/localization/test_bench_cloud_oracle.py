@@ -6,8 +6,7 @@ import pytest
 
 from kd3d_core.errors import Kd3dError
 from kd3d_core.geometry import pose_error
-from kd3d_core.localization import (
-    OracleDepthPredictor, OracleNoise, OracleScenePredictor, Relocalizer, predicted_cloud)
+from kd3d_core.localization import OracleDepthPredictor, OracleNoise, OracleScenePredictor, Relocalizer, predicted_cloud
 from kd3d_core.localization.bench import time_relocalizer
 from kd3d_core.synth import SynthConfig, make_room, render_view, synth_intrinsics, synth_poses
 

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from localization_cases import K_640, make_case
 from scipy.spatial.transform import Rotation
 
 from kd3d_core.geometry import invert_pose, make_pose
 from kd3d_core.localization.config import RelocalizerConfig
 from kd3d_core.localization.pnp import CameraPose, pose_covariance, pose_jacobian, refine_pose, reprojection_errors
-
-from localization_cases import K_640, make_case
 
 
 def _world_delta(est_world_T_cam: np.ndarray, ref_world_T_cam: np.ndarray) -> np.ndarray:
@@ -49,7 +48,7 @@ def test_covariance_matches_monte_carlo(rng):
     deltas, covs = [], []
     for _ in range(300):
         uv = uv_true + rng.normal(scale=1.0, size=uv_true.shape)
-        pose, inliers = refine_pose(pts, uv, K_640, start, np.arange(len(pts)), cfg)
+        pose, _ = refine_pose(pts, uv, K_640, start, np.arange(len(pts)), cfg)
         world_T_cam = invert_pose(make_pose(cv2.Rodrigues(pose.rvec)[0], pose.tvec))
         deltas.append(_world_delta(world_T_cam, case.world_T_cam))
         covs.append(pose_covariance(pts, reprojection_errors(pts, uv, K_640, pose), K_640, world_T_cam))

@@ -4,14 +4,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from localization_cases import make_case
 
 from kd3d_core.errors import ConfigError
 from kd3d_core.geometry import pose_error
-from kd3d_core.localization import (
-    FailureReason, RansacMethod, RefineMethod, Relocalizer, RelocalizerConfig)
+from kd3d_core.localization import FailureReason, RansacMethod, RefineMethod, Relocalizer, RelocalizerConfig
 from kd3d_core.prediction import ScenePrediction
-
-from localization_cases import make_case
 
 
 class FixedPredictor:
