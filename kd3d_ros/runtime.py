@@ -20,7 +20,7 @@ from enum import Enum, IntEnum
 from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from kd3d_core.errors import Kd3dError
-from kd3d_core.messages import MessageFactory, build_header, header_stamp_ns
+from kd3d_core.messages import as_factory, build_header, header_stamp_ns
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -292,13 +292,15 @@ class Intake:
 
 
 def build_diagnostic_array(report: DiagnosticReport, stamp_ns: int, name: str, hardware_id: str,
-                           factory: MessageFactory, level_as_bytes: bool) -> Any:
+                           typestore: Any, level_as_bytes: bool) -> Any:
     """diagnostic_msgs/msg/DiagnosticArray with one DiagnosticStatus made from `report`.
 
     Args:
+        typestore: a rosbags typestore or a kd3d_core `MessageFactory` (as kd3d_core.messages' builders take).
         level_as_bytes: DiagnosticStatus.level is a ROS `byte`: rclpy's generated classes take it as bytes of
             length 1 (and Humble asserts it), rosbags' as an int.
     """
+    factory = as_factory(typestore)
     level: int | bytes = bytes([int(report.level)]) if level_as_bytes else int(report.level)
     values = [factory.make("diagnostic_msgs/msg/KeyValue", key=k, value=v) for k, v in report.values]
     status = factory.make("diagnostic_msgs/msg/DiagnosticStatus", level=level, name=name,
