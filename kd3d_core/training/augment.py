@@ -34,6 +34,8 @@ def warp_view(view: LabelledView, scale: float, angle_rad: float, shift_uv: tupl
     Zoom by s about the principal point is a focal-length change (fx, fy *= s); a shift moves the principal
     point; rotating the image by angle about the principal point is the camera rolling about its optical axis
     (exact when fx == fy): cam'_T_cam = Rz(angle), so world_T_cam' = world_T_cam @ Rz(angle)^T.
+    Label maps are resampled by nearest neighbour (interpolating would invent points across depth edges), so a
+    warped label lies within scale * sqrt(0.5) px of the pixel it labels.
     """
     h, w = view.conf_HW.shape
     M = warp_matrix(view.K, scale, angle_rad, shift_uv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -30,6 +31,8 @@ class TrainingLog:
     def __init__(self, log_dir: Path | None) -> None:
         self.log_dir = Path(log_dir) if log_dir else None
         self._tb = None
+        self._history: list[EpochRecord] = []
+        self._last_plot = 0.0
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             try:
@@ -43,10 +46,11 @@ class TrainingLog:
     def csv_path(self) -> Path | None:
         return self.log_dir / "train_log.csv" if self.log_dir else None
 
-    def write(self, history: list[EpochRecord]) -> None:
-        """Rewrite the CSV and the PNG for the whole history (atomic; cheap at one row per epoch)."""
+    def write(self, history: list[EpochRecord], plot_every_s: float = 30.0) -> None:
+        """Rewrite the CSV for the whole history (atomic); redraw the PNG at most every `plot_every_s`."""
         if self.log_dir is None or not history:
             return
+        self._history = list(history)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=[f.name for f in fields(EpochRecord)])
         writer.writeheader()
@@ -58,9 +62,17 @@ class TrainingLog:
             for key in ("train_loss", "val_mean_m", "val_median_m", "lr"):
                 self._tb.add_scalar(key, getattr(rec, key), rec.epoch)
             self._tb.flush()
-        plot_loss_curve(history, self.log_dir / "loss_curve.png")
+        if time.monotonic() - self._last_plot >= plot_every_s:
+            self._plot()
+
+    def _plot(self) -> None:
+        plot_loss_curve(self._history, self.log_dir / "loss_curve.png")
+        self._last_plot = time.monotonic()
 
     def close(self) -> None:
+        """Draw the final loss curve and close TensorBoard."""
+        if self.log_dir is not None and self._history:
+            self._plot()
         if self._tb is not None:
             self._tb.close()
 

@@ -31,3 +31,14 @@ def tiny_scene(tmp_path_factory):
                  progress=False)
     store = write_depth_labels(root, root / "labels" / "depth")
     return open_scene(root), store
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The CI/dev CPU is shared: two OpenMP threads on a loaded 2-core machine run ~100x slower than one."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
