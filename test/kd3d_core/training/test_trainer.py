@@ -133,3 +133,28 @@ def test_ddp_two_cpu_processes(tiny_scene, tmp_path):
     # 14 training frames -> 7 per rank, batch 2: 4 steps per epoch on each rank
     assert meta.training["steps"] == 8
     load_scene_model(out, device="cpu")
+
+
+def test_distill_from_bag(tmp_path, capsys):
+    from kd3d_core.bags import write_scene_bag
+    from kd3d_core.scene import open_scene
+    from kd3d_core.synth import SynthConfig, render_scene
+
+    root = tmp_path / "room"
+    render_scene(SynthConfig(preset="tiny", seed=2, mapping_frames=10, query_frames=0, size_wh=(64, 48)), root,
+                 progress=False)
+    bag = tmp_path / "map_bag"
+    write_scene_bag(open_scene(root), bag, depth_topic="/camera/depth/image_raw", progress=False)
+    out = tmp_path / "room.kd3d"
+    rc = main(["distill", str(bag), "--out", str(out), "--image-topic", "/camera/color/image_raw",
+               "--depth-topic", "/camera/depth/image_raw", "--pose-tf", "map", "camera_color_optical_frame",
+               "--size", "64x48", "--epochs", "1", "--batch-size", "4", "--arch-opt", "channels=8,16,16"])
+    assert rc == 0, capsys.readouterr().err
+    meta = read_model_meta(out)
+    assert meta.teacher["teacher"] == "depth" and meta.teacher["frames_labelled"] == 10
+    assert meta.teacher["scale_source"] == "metric_depth" and meta.world_frame == "map"
+    assert (tmp_path / "room_scene" / "labels" / "depth").is_dir()
+    # Labels are complete: a second run reuses them instead of teaching again.
+    assert main(["distill", str(tmp_path / "room_scene"), "--out", str(out), "--size", "64x48", "--epochs", "1",
+                 "--arch-opt", "channels=8,16,16"]) == 0
+    assert "reusing labels" in capsys.readouterr().err
