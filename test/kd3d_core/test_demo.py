@@ -1,0 +1,33 @@
+"""The demo end to end on a tiny room (accuracy is measured by the real demo and `kd3d bench`, not here)."""
+import json
+
+import pytest
+
+from kd3d_core.demo import MARKER, DemoConfig, format_summary, run_demo
+from kd3d_core.errors import ConfigError
+
+
+def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path):
+    out = tmp_path / "demo"
+    cfg = DemoConfig(out=out, preset="tiny", mapping_frames=16, query_frames=4, map_size_wh=(96, 72),
+                     query_size_wh=(128, 96), train_iterations=30, device="cpu", progress=False)
+    summary = run_demo(cfg)
+    for key in ("model", "report", "result_bag", "query_bag", "labels"):
+        assert (tmp_path / summary.paths[key]).exists() or __import__("pathlib").Path(summary.paths[key]).exists()
+    report = json.loads((out / "evaluation" / "report.json").read_text())
+    assert report["frames"] == 4
+    for key in ("localized", "recall_2cm_2deg", "recall_5cm_5deg", "recall_10cm_10deg", "median_translation_m",
+                "median_rotation_deg"):
+        assert key in report
+    assert (out / "evaluation" / "error_cdf.png").is_file()
+    assert json.loads((out / MARKER).read_text())["teacher"] == "depth"
+    assert "query frames localized" in format_summary(summary)
+    # a second run reuses its own folder
+    run_demo(cfg)
+
+
+def test_demo_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a kd3d demo folder"):
+        run_demo(DemoConfig(out=tmp_path))
+    assert (tmp_path / "precious.txt").is_file()
