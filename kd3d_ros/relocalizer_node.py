@@ -103,7 +103,7 @@ class RelocalizerNode(Node):
         self._setup_tf()
         lookup = self._lookup_transform if self._tf_buffer is not None else None
         self._pipeline = FramePipeline(self.relocalizer, self.config, self._factory, lookup)
-        self._publishers = {out: self.create_publisher(_MSG_TYPES[out], out.value, 1 if out is Output.CLOUD else 10)
+        self._outputs = {out: self.create_publisher(_MSG_TYPES[out], out.value, 1 if out is Output.CLOUD else 10)
                             for out in self._enabled_outputs()}
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._subscribe()
@@ -156,18 +156,18 @@ class RelocalizerNode(Node):
             if msg is None:
                 continue
             try:
-                self._handle(msg)
+                self._localize_frame(msg)
             except Exception as err:  # noqa: BLE001 - publishing into a shutting-down context, ...
                 line = self._stats.on_problem("internal_error", f"{type(err).__name__}: {err}")
                 if line and rclpy.ok():
                     self.get_logger().error(line)
 
-    def _handle(self, msg: Any) -> None:
-        cloud_pub = self._publishers.get(Output.CLOUD)
+    def _localize_frame(self, msg: Any) -> None:
+        cloud_pub = self._outputs.get(Output.CLOUD)
         want_cloud = cloud_pub is not None and cloud_pub.get_subscription_count() > 0
         result = self._pipeline.process(msg, want_cloud)
         t0 = time.perf_counter()
-        self._publish(result)
+        self._send(result)
         stages = {**result.stages_ms, "publish": (time.perf_counter() - t0) * 1000.0}
         failure = None if result.localized else (result.problems[0].cause if result.problems else "unknown")
         self._stats.on_processed(stages, result.inliers, failure)
@@ -176,13 +176,13 @@ class RelocalizerNode(Node):
             if line:
                 self.get_logger().warning(line)
 
-    def _publish(self, result: FrameResult) -> None:
+    def _send(self, result: FrameResult) -> None:
         for output, message in result.messages.items():
             if output is Output.TF:
                 if self._tf_broadcaster is not None:
                     self._tf_broadcaster.sendTransform(list(message.transforms))
-            elif output in self._publishers:
-                self._publishers[output].publish(message)
+            elif output in self._outputs:
+                self._outputs[output].publish(message)
 
     def _lookup_transform(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
         from tf2_ros import TransformException
