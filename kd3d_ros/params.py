@@ -7,14 +7,16 @@ files and the README agree with what the node really declares.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 from kd3d_core.errors import ConfigError
 
-ParamValue = Union[bool, int, float, str]
+ParamValue = bool | int | float | str
 
 
 class Device(str, Enum):
@@ -199,7 +201,7 @@ def check_value(spec: ParamSpec, value: Any) -> ParamValue:
         raise ConfigError(f"parameter {spec.name} must be a {kind}, got {type(value).__name__} {value!r}")
     if kind == "float":
         value = float(value)
-        if value != value:
+        if math.isnan(value):
             raise ConfigError(f"parameter {spec.name} must be a number, got NaN")
     if spec.choices and value not in spec.choices:
         raise ConfigError(f"parameter {spec.name} must be one of {', '.join(spec.choices)}, got {value!r}")

@@ -10,17 +10,26 @@ pose-with-covariance / map -> odom messages, exactly as bag replay builds them. 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from kd3d_core.errors import Kd3dError
 from kd3d_core.localization import PoseEstimate, Relocalizer, predicted_cloud
 from kd3d_core.localization.outputs import OutputFrames, build_localization_messages
-from kd3d_core.messages import (CameraModel, MessageFactory, build_pose_with_covariance_stamped, build_tf_message,
-                                build_transform_stamped, camera_info_to_model, decode_rgb, header_stamp_ns)
+from kd3d_core.messages import (
+    CameraModel,
+    MessageFactory,
+    build_pose_with_covariance_stamped,
+    build_tf_message,
+    build_transform_stamped,
+    camera_info_to_model,
+    decode_rgb,
+    header_stamp_ns,
+)
 from kd3d_core.messages.camera import EQUIDISTANT
 from kd3d_core.prediction import ScenePrediction
 from kd3d_core.tf_math import frame_pose_in_map, move_pose_covariance
@@ -203,7 +212,7 @@ class FramePipeline:
         """
         if not self.config.publish_tf or self._map_T_odom is None:
             return {}
-        stamp = stamp_ns + int(round(self.config.transform_tolerance * 1e9))
+        stamp = stamp_ns + round(self.config.transform_tolerance * 1e9)
         transform = build_transform_stamped(self._map_T_odom, stamp, self.config.map_frame, self.config.odom_frame,
                                             self.factory)
         return {Output.TF: build_tf_message([transform], self.factory)}

@@ -15,9 +15,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from kd3d_core.errors import Kd3dError
 from kd3d_core.messages import as_factory, build_header, header_stamp_ns

@@ -18,8 +18,7 @@ ARGUMENTS = (
     ("model", "", "scene model file (.kd3d); empty keeps model_path from params_file"),
     ("image_topic", "", "camera image topic; empty keeps params_file's (default /camera/color/image_raw)"),
     ("camera_info_topic", "", "CameraInfo topic; empty keeps params_file's (default: next to the image topic)"),
-    ("compressed", "", "true: subscribe sensor_msgs/CompressedImage on <image_topic>/compressed; empty keeps "
-                       "params_file's"),
+    ("compressed", "", "true: read sensor_msgs/CompressedImage on <image_topic>/compressed; empty: params_file's"),
     ("publish_tf", "", "true/false: publish map -> odom; empty keeps params_file's"),
     ("params_file", "", "ROS 2 parameter file; empty = the installed config/relocalizer.yaml"),
     ("use_sim_time", "false", "use /clock (true when playing a bag with --clock)"),

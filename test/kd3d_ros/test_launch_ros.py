@@ -8,16 +8,14 @@ import pytest
 
 # Order matters: without ROS, `import launch` alone finds this repository's launch/ folder (a namespace package).
 launch_ros = pytest.importorskip("launch_ros")
-pytest.importorskip("launch.launch_description_sources")
-import launch  # noqa: E402
-
-from launch.launch_description_sources import get_launch_description_from_python_launch_file  # noqa: E402
+sources = pytest.importorskip("launch.launch_description_sources")
+launch = pytest.importorskip("launch")
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _args(path: Path) -> set[str]:
-    description = get_launch_description_from_python_launch_file(str(path))
+    description = sources.get_launch_description_from_python_launch_file(str(path))
     return {arg.name for arg in description.get_launch_arguments()}
 
 

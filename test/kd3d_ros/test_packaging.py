@@ -103,7 +103,7 @@ def test_launch_arguments_of_the_issue_and_overrides_name_real_parameters():
     forwarded = set(_literal(replay, "FORWARDED")) | {"use_sim_time"}
     assert forwarded <= _declared_args(ROOT / "launch" / "relocalize.launch.py")
     assert {"bag", "model", "rviz"} <= _declared_args(ROOT / "launch" / "replay.launch.py")
-    play = [c for c in _calls(replay, "ExecuteProcess")][0]
+    play = next(iter(_calls(replay, "ExecuteProcess")))
     cmd = [e.value for e in next(k.value for k in play.keywords if k.arg == "cmd").elts if isinstance(e, ast.Constant)]
     assert cmd[:3] == ["ros2", "bag", "play"] and "--clock" in cmd
 

@@ -10,9 +10,19 @@ from scipy.spatial.transform import Rotation
 
 from kd3d_core.geometry import invert_pose, make_pose, pose_error
 from kd3d_core.localization import Relocalizer
-from kd3d_core.messages import (CameraModel, build_camera_info, build_compressed_image, build_image,
-                                covariance_to_matrix, decode_pointcloud2, encode_compressed_rgb, pose_to_matrix,
-                                ros2_typestore, rgb_to_image_fields, stamped_pose_from_msg)
+from kd3d_core.messages import (
+    CameraModel,
+    build_camera_info,
+    build_compressed_image,
+    build_image,
+    covariance_to_matrix,
+    decode_pointcloud2,
+    encode_compressed_rgb,
+    pose_to_matrix,
+    rgb_to_image_fields,
+    ros2_typestore,
+    stamped_pose_from_msg,
+)
 from kd3d_core.prediction import ScenePrediction
 from kd3d_core.undistort import Undistorter
 from kd3d_ros.params import NodeConfig

@@ -25,18 +25,25 @@ rclpy = pytest.importorskip("rclpy")
 for _package in ("sensor_msgs.msg", "geometry_msgs.msg", "diagnostic_msgs.msg", "rcl_interfaces.msg", "tf2_msgs.msg"):
     pytest.importorskip(_package)
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from kd3d_core.errors import ConfigError, ModelError  # noqa: E402
-from kd3d_core.geometry import invert_pose, make_pose, pose_error  # noqa: E402
-from kd3d_core.localization import Relocalizer  # noqa: E402
-from kd3d_core.messages import (ModuleFactory, build_camera_info, build_image, decode_pointcloud2,  # noqa: E402
-                                rgb_to_image_fields, stamped_pose_from_msg, transform_to_matrix)
-from kd3d_ros.relocalizer_node import RelocalizerNode  # noqa: E402
+from kd3d_core.errors import ConfigError, ModelError
+from kd3d_core.geometry import invert_pose, make_pose, pose_error
+from kd3d_core.localization import Relocalizer
+from kd3d_core.messages import (
+    ModuleFactory,
+    build_camera_info,
+    build_image,
+    decode_pointcloud2,
+    rgb_to_image_fields,
+    stamped_pose_from_msg,
+    transform_to_matrix,
+)
+from kd3d_ros.relocalizer_node import RelocalizerNode
 
 CAMERA_FRAME = "camera_color_optical_frame"
 IMAGE_TOPIC = "/camera/color/image_raw"

@@ -7,9 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from kd3d_core.messages import build_image, ros2_typestore, rgb_to_image_fields
-from kd3d_ros.runtime import (DiagLevel, FailureLog, Intake, LatestSlot, NodeStats, RateLimiter,
-                              build_diagnostic_array)
+from kd3d_core.messages import build_image, rgb_to_image_fields, ros2_typestore
+from kd3d_ros.runtime import DiagLevel, FailureLog, Intake, LatestSlot, NodeStats, RateLimiter, build_diagnostic_array
 
 
 class FakeClock:
