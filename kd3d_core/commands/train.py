@@ -45,6 +45,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     g.add_argument("--resume", action="store_true", help="continue from OUT.ckpt when it exists")
     g.add_argument("--log-dir", type=Path, default=None, help="CSV/TensorBoard/PNG logs (default OUT_logs/)")
+    f = p.add_argument_group("fast student (--student fast: frozen encoder + head on a feature buffer)")
+    f.add_argument("--iterations", type=int, default=None, help="head training steps (default: the trainer's)")
+    f.add_argument("--buffer-size", type=int, default=None, help="feature buffer rows (default: the trainer's)")
+    f.add_argument("--encoder", type=Path, default=None, help="encoder weights (default: the shipped one)")
+    f.add_argument("--threads", type=int, default=None, help="torch CPU threads while training")
 
 
 def training_config(args: argparse.Namespace, out: Path):
@@ -104,11 +109,45 @@ def run(args: argparse.Namespace) -> int:
     from kd3d_core.scene import open_scene
     from kd3d_core.training.trainer import train_student
 
+    from kd3d_core.students.registry import get_architecture
+
+    if get_architecture(args.student).trainer == "fast":
+        return run_fast(args)
     cfg = training_config(args, args.out)
     scene = open_scene(args.scene)
     store = LabelStore(resolve_labels_dir(args.scene, args.labels_dir, args.teacher))
     result = train_student(scene, store, cfg, args.out)
     report(result)
+    return 0
+
+
+def fast_training_config(args: argparse.Namespace):
+    """A frozen FastTrainConfig from the flags (--size gives the input height; --arch-opt the FastConfig)."""
+    from dataclasses import replace
+
+    from kd3d_core.students.fast import FastConfig
+    from kd3d_core.students.registry import config_from_dict, parse_arch_options
+    from kd3d_core.training.fast import FastTrainConfig
+
+    cfg = FastTrainConfig(student=config_from_dict(FastConfig, parse_arch_options(args.arch_opt), partial=True),
+                          input_height=args.size[1], encoder_path=args.encoder, seed=args.seed, device=args.device,
+                          threads=args.threads)
+    if args.iterations is not None:
+        cfg = replace(cfg, iterations=args.iterations)
+    if args.buffer_size is not None:
+        cfg = replace(cfg, buffer_size=args.buffer_size, batch_size=min(cfg.batch_size, args.buffer_size))
+    return cfg
+
+
+def run_fast(args: argparse.Namespace) -> int:
+    """`kd3d train --student fast`: map the scene with the fast trainer."""
+    from kd3d_core.training.fast import train_fast
+
+    labels = resolve_labels_dir(args.scene, args.labels_dir, args.teacher)
+    result = train_fast(args.scene, labels, args.out, fast_training_config(args))
+    print(f"wrote {args.out}: fast student, {result.views} views, buffer {result.buffer_rows:,} rows in "
+          f"{result.buffer_s:.0f} s, head {result.meta.training['iterations']} steps in {result.train_s:.0f} s, "
+          f"median training error {result.median_train_error_m:.3f} m", file=sys.stderr)
     return 0
 
 

@@ -85,6 +85,18 @@ class FastEncoder(nn.Module):
         self.conv3 = nn.Conv2d(c2, c3, 3, 2, 0)
         self.blocks = nn.Sequential(*[_ResBlock(c3, d) for d in config.block_dilations])
         self.out = nn.Conv2d(c3, config.feature_dim, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """He initialisation, with residual branches starting small: without it activations shrink several-fold
+        per layer and an untrained (or freshly pretraining) encoder gives the heads almost constant features."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        for block in self.blocks:
+            block.conv2.weight.data.mul_(0.2)
+        nn.init.kaiming_normal_(self.out.weight, nonlinearity="linear")
 
     def forward(self, image_B3HW: torch.Tensor) -> torch.Tensor:
         """Features B x feature_dim x H/8 x W/8."""

@@ -69,7 +69,8 @@ class FastTrainConfig:
         conf_threshold_m: the confidence output learns P(error < this).
         bf16: run the head in bfloat16 autocast (several times faster on CPUs with AVX-512 BF16).
         seed: seeds augmentation, buffer sampling and head initialisation.
-        threads: torch CPU threads (None leaves torch's setting alone).
+        threads: torch CPU threads to use while training (restored afterwards); None leaves torch's setting.
+            On a shared, loaded CPU one thread is much faster than two (OpenMP threads wait on each other).
         device: "cpu", "cuda" or "auto".
     """
 
@@ -87,7 +88,7 @@ class FastTrainConfig:
     conf_threshold_m: float = 0.1
     bf16: bool = True
     seed: int = 0
-    threads: int | None = 2
+    threads: int | None = None
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -202,6 +203,30 @@ def _reprojection_loss(pred_N3: torch.Tensor, target_N3: torch.Tensor, buf: Feat
     return (loss_valid + loss_invalid) / len(err_N)
 
 
+def standardise_features(buf: FeatureBuffer, generator: torch.Generator,
+                         chunk: int = 262_144) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardise the buffer's features per channel in place; returns (mean, std) for `fold_standardisation`.
+
+    A frozen encoder's channels have arbitrary scales (tiny ones for an untrained encoder); unit-scale inputs let
+    the head learn at one learning rate whatever the encoder.
+    """
+    n = len(buf)
+    sample = buf.features_NC[torch.randint(0, n, (min(n, 100_000),), generator=generator)].float()
+    mean, std = sample.mean(0), sample.std(0).clamp(min=1e-6)
+    for a in range(0, n, chunk):
+        buf.features_NC[a:a + chunk] = ((buf.features_NC[a:a + chunk].float() - mean) / std).to(buf.features_NC.dtype)
+    return mean, std
+
+
+@torch.no_grad()
+def fold_standardisation(student: FastStudent, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Fold the feature standardisation into the head's first layer, so the model sees raw encoder features."""
+    inp = student.head.inp
+    weight = inp.weight / std.to(inp.weight)
+    inp.bias.sub_(weight @ mean.to(inp.weight))
+    inp.weight.copy_(weight)
+
+
 def train_head(student: FastStudent, buf: FeatureBuffer, config: FastTrainConfig, device: torch.device,
                generator: torch.Generator, progress: bool = True) -> tuple[float, float]:
     """Train the head on random buffer rows; returns (mean loss of the last 5 % steps, median error in m)."""
@@ -228,7 +253,7 @@ def train_head(student: FastStudent, buf: FeatureBuffer, config: FastTrainConfig
         loss.backward()
         opt.step()
         if step >= config.iterations * 0.95:
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             errs.append(err.detach().median().item())
     head.eval()
     return float(np.mean(losses)), float(np.median(errs))
@@ -245,12 +270,22 @@ def train_fast(scene: Path | str | Scene, labels_dir: Path | str, out: Path | st
         config: training configuration.
         progress: show progress bars on stderr.
     """
+    old_threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    device = _resolve_device(config.device)
-    scene = scene if isinstance(scene, Scene) else open_scene(scene)
-    store = LabelStore(labels_dir)
+    try:
+        result = _map_scene(scene if isinstance(scene, Scene) else open_scene(scene), LabelStore(labels_dir),
+                            config, progress)
+    finally:
+        torch.set_num_threads(old_threads)
+    if out is not None:
+        result = dataclasses.replace(result, meta=save_scene_model(out, result.student, result.meta))
+    return result
+
+
+def _map_scene(scene: Scene, store: LabelStore, config: FastTrainConfig, progress: bool) -> FastTrainResult:
     labels_meta = store.read_meta()
+    device = _resolve_device(config.device)
     start = time.perf_counter()
     input_wh = input_size_for(scene.info.color_size, config.input_height)
     views = load_mapping_views(scene, store, input_wh, progress)
@@ -259,13 +294,15 @@ def train_fast(scene: Path | str | Scene, labels_dir: Path | str, out: Path | st
     student = FastStudent(config.student)
     encoder_desc = load_encoder_weights(student, config)
     student.encoder.to(device).eval().requires_grad_(False)
-    rng = np.random.default_rng(config.seed)
     start = time.perf_counter()
-    buf = fill_buffer(student.encoder, views, config.buffer_size, config.augment, rng, progress=progress)
+    buf = fill_buffer(student.encoder, views, config.buffer_size, config.augment, np.random.default_rng(config.seed),
+                      progress=progress)
     buffer_s = time.perf_counter() - start
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed + 1)
+    feat_mean, feat_std = standardise_features(buf, generator)
     final_loss, median_err = train_head(student, buf, config, device, generator, progress)
+    fold_standardisation(student, feat_mean, feat_std)
     train_s = time.perf_counter() - start
     meta = ModelMeta(
         architecture="fast", config=config_to_dict(config.student), input_size=input_wh, output_stride=8,
@@ -277,10 +314,7 @@ def train_fast(scene: Path | str | Scene, labels_dir: Path | str, out: Path | st
                   "median_train_error_m": median_err},
         teacher={"teacher": labels_meta.teacher, "scale_source": labels_meta.scale_source.value,
                  "checkpoint_digest": labels_meta.checkpoint_digest, "frames": len(views)})
-    student = student.cpu().eval()
-    if out is not None:
-        meta = save_scene_model(out, student, meta)
-    return FastTrainResult(student, meta, len(views), len(buf), buf.passes, load_s, buffer_s, train_s,
+    return FastTrainResult(student.cpu().eval(), meta, len(views), len(buf), buf.passes, load_s, buffer_s, train_s,
                            final_loss, median_err)
 
 

@@ -138,7 +138,7 @@ def cell_labels(view: MappingView, A_23: np.ndarray, cells_wh: tuple[int, int]) 
     return valid, view.points_hw3[lv_c, lu_c], np.stack([lu_c, lv_c], axis=-1).astype(np.float32)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def fill_buffer(encoder: torch.nn.Module, views: list[MappingView], size: int, aug: AugmentConfig,
                 rng: np.random.Generator, batch_views: int = 8, max_passes: int = 20,
                 progress: bool = True) -> FeatureBuffer:

@@ -1,0 +1,95 @@
+"""The fast student: module contract, cell alignment, registry, model-file round trip."""
+import numpy as np
+import pytest
+import torch
+
+from kd3d_core.errors import ConfigError
+from kd3d_core.students import get_architecture
+from kd3d_core.students.fast import FastConfig, FastEncoder, FastHead, FastStudent
+from kd3d_core.students.model_file import ModelMeta, save_scene_model
+from kd3d_core.students.registry import cell_centres, config_from_dict, config_to_dict
+from kd3d_core.students.scene_model import load_scene_model
+
+SMALL = FastConfig(stem_channels=(8, 8, 16), block_dilations=(1, 2), feature_dim=16, head_width=16, head_blocks=1)
+
+
+def test_forward_contract_shapes_and_confidence_range():
+    net = get_architecture("fast").build(SMALL, (64, 48))
+    points, conf = net(torch.randn(2, 3, 48, 64))
+    assert points.shape == (2, 3, 6, 8) and conf.shape == (2, 6, 8)
+    assert net.output_stride == 8
+    assert float(conf.detach().min()) >= 0.0 and float(conf.detach().max()) <= 1.0
+
+
+def test_receptive_field_is_centred_on_the_registry_cell_centre():
+    """Cell (i, j) must look at pixel (8 j + 4, 8 i + 4), where the relocalizer puts its 2D point."""
+    enc = FastEncoder(FastConfig(stem_channels=(4, 4, 4), block_dilations=(), feature_dim=4))
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.fill_(0.05) if p.ndim > 1 else p.zero_()
+    image = torch.rand(1, 3, 96, 96, requires_grad=True)
+    enc(image)[0, :, 5, 6].sum().backward()
+    g = image.grad.abs().sum(1)[0]
+    vs, us = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    centre = cell_centres((96, 96), 8)[5, 6]
+    assert float((g * us).sum() / g.sum()) == pytest.approx(centre[0], abs=1e-3)
+    assert float((g * vs).sum() / g.sum()) == pytest.approx(centre[1], abs=1e-3)
+
+
+@pytest.mark.parametrize("homogeneous", [True, False])
+def test_head_flat_and_map_forms_agree(homogeneous):
+    cfg = FastConfig(feature_dim=16, head_width=16, head_blocks=2, homogeneous=homogeneous)
+    head = FastHead(cfg)
+    feats = torch.randn(1, 16, 3, 5)
+    points, logits = head(feats)
+    flat_points, flat_logits = head.forward_flat(feats.permute(0, 2, 3, 1).reshape(-1, 16))
+    assert torch.allclose(points.permute(0, 2, 3, 1).reshape(-1, 3), flat_points, atol=1e-6)
+    assert torch.allclose(logits.reshape(-1), flat_logits, atol=1e-6)
+
+
+def test_homogeneous_output_stays_within_scale_bounds():
+    head = FastHead(FastConfig(feature_dim=8, head_width=8, head_blocks=0))
+    with torch.no_grad():
+        head.out.weight.zero_()
+        head.out.bias.copy_(torch.tensor([1.0, 0.0, 0.0, -100.0, 0.0]))  # w -> its minimum 1/MAX_SCALE
+    points, _ = head.forward_flat(torch.zeros(4, 8))
+    assert torch.allclose(points[:, 0], torch.full((4,), FastHead.MAX_SCALE), rtol=1e-4)
+
+
+def test_config_round_trip_and_validation():
+    d = config_to_dict(SMALL)
+    assert config_from_dict(FastConfig, d) == SMALL
+    with pytest.raises(ConfigError, match="stem_channels"):
+        FastConfig(stem_channels=(8, 8))
+    with pytest.raises(ConfigError, match="dilations"):
+        FastConfig(block_dilations=(1, 0))
+    with pytest.raises(ConfigError, match="multiples of the output stride"):
+        get_architecture("fast").build(SMALL, (60, 48))
+
+
+def test_registered_with_its_own_trainer():
+    arch = get_architecture("fast")
+    assert arch.trainer == "fast" and arch.config_cls is FastConfig
+
+
+def test_model_file_round_trip_predicts_the_same(tmp_path):
+    torch.manual_seed(0)
+    net = FastStudent(SMALL).eval()
+    meta = ModelMeta(architecture="fast", config=config_to_dict(SMALL), input_size=(64, 48), output_stride=8,
+                     coord_mean=(1.0, 2.0, 0.5), coord_scale=1.0, world_frame="map")
+    path = tmp_path / "m.kd3d"
+    save_scene_model(path, net, meta)
+    model = load_scene_model(path, "cpu")
+    rgb = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    pred = model.predict(rgb)
+    assert pred.points_hw3.shape == (6, 8, 3) and pred.uv_hw2.shape == (6, 8, 2)
+    # Cell (0, 0) is network pixel (4, 4) -> input pixel (4.5 * 2 - 0.5) = 8.5 in a 2x larger image.
+    assert pred.uv_hw2[0, 0].tolist() == pytest.approx([8.5, 8.5])
+    x = torch.from_numpy(np.ascontiguousarray(
+        __import__("cv2").resize(rgb, (64, 48), interpolation=__import__("cv2").INTER_AREA))).float()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    with torch.no_grad():
+        ref, _ = net(((x.permute(2, 0, 1) / 255 - mean) / std)[None])
+    expect = ref[0].permute(1, 2, 0).numpy() + np.array([1.0, 2.0, 0.5])
+    np.testing.assert_allclose(pred.points_hw3, expect, atol=1e-4)

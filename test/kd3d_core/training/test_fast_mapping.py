@@ -1,0 +1,166 @@
+"""Fast mapping: cell labels under augmentation, the feature buffer, head training, the encoder asset."""
+import importlib.util
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kd3d_core.errors import Kd3dError, ModelError
+from kd3d_core.students.fast import FastConfig, FastEncoder
+from kd3d_core.students.scene_model import load_scene_model
+from kd3d_core.training.fast import (DEFAULT_ENCODER, EncoderSource, FastTrainConfig, LossKind, input_size_for,
+                                     load_encoder_weights, train_fast)
+from kd3d_core.training.fast_buffer import AugmentConfig, MappingView, cell_labels, fill_buffer, random_affine
+
+REPO = Path(__file__).resolve().parents[3]
+SMALL = FastConfig(stem_channels=(8, 16, 32), block_dilations=(1,), feature_dim=32, head_width=64, head_blocks=1)
+TINY = FastTrainConfig(student=SMALL, input_height=48, encoder=EncoderSource.RANDOM, buffer_size=4000,
+                       iterations=200, batch_size=512, lr_max=1e-2, lr_min=1e-3, augment=AugmentConfig(enabled=False))
+
+
+def _view(w=64, h=48, label_scale=1):
+    """A view whose label point at label pixel (u, v) is (u, v, 1): easy to check which pixel was sampled."""
+    lw, lh = w // label_scale, h // label_scale
+    u, v = np.meshgrid(np.arange(lw, dtype=np.float32), np.arange(lh, dtype=np.float32))
+    points = np.stack([u, v, np.ones_like(u)], axis=-1)
+    valid = np.ones((lh, lw), bool)
+    valid[0, :] = False
+    return MappingView("f", np.zeros((h, w, 3), np.uint8), points, valid, np.eye(3), np.eye(4))
+
+
+def test_cell_labels_identity_samples_the_cell_centre_pixel():
+    valid, points, px = cell_labels(_view(label_scale=2), random_affine((64, 48), AugmentConfig(enabled=False), None),
+                                    (8, 6))
+    # Cell (i, j) -> input pixel (8 j + 4, 8 i + 4) -> label pixel ((8 j + 4.5) / 2 - 0.5) rounded = 4 j + 2.
+    assert points.reshape(6, 8, 3)[2, 3].tolist() == [14.0, 10.0, 1.0]
+    assert px.reshape(6, 8, 2)[2, 3].tolist() == [14.0, 10.0]
+    assert valid.all()
+
+
+def test_cell_labels_follow_the_augmentation():
+    rng = np.random.default_rng(3)
+    A = random_affine((64, 48), AugmentConfig(scale=1.5, rotation_deg=30.0), rng)
+    valid, points, _ = cell_labels(_view(), A, (8, 6))
+    # Mapping the label pixel forward with A must land on the cell's pixel (within rounding).
+    cells = np.stack(np.meshgrid(np.arange(8) * 8 + 4, np.arange(6) * 8 + 4), -1).reshape(-1, 2)
+    forward = points[:, :2] @ A[:, :2].T + A[:, 2]
+    err = np.linalg.norm(forward - cells, axis=1)[valid]
+    assert valid.sum() > 10 and err.max() < 1.5
+    # Cells that fall outside the original image, or on the invalid top row, are not labelled.
+    inv = np.linalg.inv(np.vstack([A, [0, 0, 1]]))[:2]
+    src = cells @ inv[:, :2].T + inv[:, 2]
+    outside = (src[:, 0] < -0.5) | (src[:, 0] > 63.5) | (src[:, 1] < 0.5) | (src[:, 1] > 47.5)
+    assert not valid[outside].any()
+
+
+def test_fill_buffer_without_augmentation_holds_exactly_the_labels(tiny_scene):
+    scene, store = tiny_scene
+    from kd3d_core.training.fast import load_mapping_views
+
+    views = load_mapping_views(scene, store, (64, 48), progress=False)
+    enc = FastEncoder(SMALL).eval()
+    buf = fill_buffer(enc, views, 10**6, AugmentConfig(enabled=False), np.random.default_rng(0), progress=False)
+    assert buf.passes == 1 and len(buf) <= len(views) * 48
+    world = buf.points_N3.numpy() + buf.mean_3.numpy()
+    i = 7
+    v = views[int(buf.view_N[i])]
+    u_px, v_px = buf.px_N2[i].numpy().astype(int)
+    np.testing.assert_allclose(world[i], v.points_hw3[v_px, u_px], atol=1e-4)
+    with torch.no_grad():
+        feats = enc(torch.zeros(1, 3, 48, 64))
+    assert buf.features_NC.shape[1] == feats.shape[1] and buf.features_NC.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("loss", [LossKind.EUCLIDEAN, LossKind.REPROJECTION])
+def test_train_fast_learns_and_writes_a_usable_model(tiny_scene, tmp_path, loss):
+    scene, store = tiny_scene
+    out = tmp_path / "fast.kd3d"
+    res = train_fast(scene, store.root, out, replace(TINY, loss=loss), progress=False)
+    spread = float(np.median(np.linalg.norm(
+        np.concatenate([store.read(n).points_HW3.reshape(-1, 3) for n in store.names()]) - res.meta.coord_mean,
+        axis=1)))
+    assert res.median_train_error_m < 0.75 * spread  # predicting the mean scores ~1.0 * spread
+    model = load_scene_model(out, "cpu")
+    assert model.meta.architecture == "fast" and model.meta.training["trainer"] == "fast"
+    pred = model.predict(scene.split("query")[0].load_rgb())
+    assert pred.points_hw3.shape == (6, 8, 3) and np.isfinite(pred.points_hw3).all()
+
+
+def test_train_fast_is_deterministic(tiny_scene):
+    scene, store = tiny_scene
+    cfg = replace(TINY, iterations=10, augment=AugmentConfig(), buffer_size=3000)
+    a = train_fast(scene, store.root, None, cfg, progress=False).student.state_dict()
+    b = train_fast(scene, store.root, None, cfg, progress=False).student.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_labels_and_mismatched_encoder_are_clear_errors(tiny_scene, tmp_path):
+    scene, _ = tiny_scene
+    with pytest.raises(Kd3dError, match="holds no labels"):
+        train_fast(scene, tmp_path / "nothing", None, TINY, progress=False)
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "bad.safetensors"
+    save_file({"conv1.weight": torch.zeros(1)}, str(bad))
+    from kd3d_core.students.fast import FastStudent
+
+    with pytest.raises(ModelError, match="does not fit"):
+        load_encoder_weights(FastStudent(SMALL), replace(TINY, encoder=EncoderSource.PRETRAINED, encoder_path=bad))
+    with pytest.raises(ModelError, match="not found"):
+        load_encoder_weights(FastStudent(SMALL), replace(TINY, encoder=EncoderSource.PRETRAINED,
+                                                         encoder_path=tmp_path / "none.safetensors"))
+
+
+def test_input_size_keeps_the_aspect_ratio_in_multiples_of_eight():
+    assert input_size_for((640, 480), 240) == (320, 240)
+    assert input_size_for((640, 360), 176) == (312, 176)
+
+
+def test_shipped_encoder_loads_into_the_default_student():
+    if not DEFAULT_ENCODER.is_file():
+        pytest.skip("encoder asset not built yet")
+    from kd3d_core.students.fast import FastStudent
+
+    assert load_encoder_weights(FastStudent(), FastTrainConfig()) == DEFAULT_ENCODER.name
+    assert DEFAULT_ENCODER.stat().st_size < 5 * 2**20
+
+
+def test_pretraining_script_writes_a_loadable_encoder(tmp_path):
+    spec = importlib.util.spec_from_file_location("pretrain_encoder", REPO / "tools" / "pretrain_encoder.py")
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool  # dataclasses look their module up there
+    spec.loader.exec_module(tool)
+    tool.render_rooms(tmp_path / "rooms", ["tiny"], [5], 4, (64, 48))
+    out = tmp_path / "enc.safetensors"
+    tool.pretrain_encoder(tmp_path / "rooms", out, tool.PretrainConfig(minutes=0.02, crop_wh=(32, 24), batch_views=2,
+                                                                          checkpoint_minutes=100), command="test")
+    info = __import__("json").loads(out.with_suffix(".json").read_text())
+    assert info["steps"] >= 1 and info["data"]["rooms"] == ["tiny_5"]
+    from kd3d_core.students.fast import FastStudent
+
+    student = FastStudent()
+    load_encoder_weights(student, FastTrainConfig(encoder_path=out))
+    assert student.encoder.conv1.weight.dtype == torch.float32
+
+
+def test_kd3d_train_student_fast_dispatches_to_the_fast_trainer(tiny_scene, tmp_path):
+    from safetensors.torch import save_file
+
+    from kd3d_core.cli import main
+
+    scene, store = tiny_scene
+    enc = tmp_path / "enc.safetensors"
+    save_file({k: v.half().contiguous() for k, v in FastEncoder(SMALL).state_dict().items()}, str(enc))
+    out = tmp_path / "cli.kd3d"
+    opts = ["--arch-opt", "stem_channels=8,16,32", "--arch-opt", "block_dilations=1", "--arch-opt", "feature_dim=32",
+            "--arch-opt", "head_width=64", "--arch-opt", "head_blocks=1"]
+    rc = main(["train", str(scene.root), "--student", "fast", "--out", str(out), "--size", "64x48",
+               "--iterations", "5", "--buffer-size", "1000", "--encoder", str(enc), "--labels-dir", str(store.root),
+               *opts])
+    assert rc == 0
+    model = load_scene_model(out, "cpu")
+    assert model.meta.architecture == "fast" and model.meta.input_size == (64, 48)
+    assert model.meta.training["encoder"] == "enc.safetensors" and model.meta.training["iterations"] == 5
