@@ -40,7 +40,7 @@ def _is_scene(path: Path) -> bool:
 
 def build_config(args: argparse.Namespace):
     """DistillConfig from the flags (ingest only for bag input)."""
-    from kd3d_core.commands.train import parse_size
+    from kd3d_core.commands import parse_size
     from kd3d_core.errors import ConfigError
     from kd3d_core.teachers import Dust3rConfig, TeachConfig, TeacherKind
     from kd3d_core.training.distill import DistillConfig

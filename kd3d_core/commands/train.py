@@ -9,16 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from kd3d_core.commands import parse_size
 from kd3d_core.errors import ConfigError
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'WxH' -> (w, h)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"size must look like 320x240, not {text!r}") from err
-    return w, h
 
 
 def add_training_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from kd3d_core.scene import Frame, Scene
 from kd3d_core.teachers.checkpoint import load_teacher
 from kd3d_core.teachers.config import TeachConfig, TeacherKind
 from kd3d_core.teachers.diagnostics import relative_pose_errors, relative_pose_metrics
-from kd3d_core.teachers.distributed import init_distributed, resolve_device
+from kd3d_core.distributed import init_distributed, resolve_device
 from kd3d_core.teachers.dust3r import FrameImages, infer_pairs
 from kd3d_core.teachers.pair_cache import CachedPairs, PairCache, cache_key
 from kd3d_core.teachers.pairs import make_pairs

@@ -28,7 +28,7 @@ from kd3d_core.students.scene_model import resolve_device
 from kd3d_core.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from kd3d_core.training.config import TrainConfig
 from kd3d_core.training.data import CoordNorm, LabelledFrames, coordinate_norm, load_frames, make_batch, split_indices
-from kd3d_core.training.distributed import DistContext, broadcast, device_for_rank, init_distributed, shutdown
+from kd3d_core.distributed import DistContext, broadcast, device_for_rank, init_distributed
 from kd3d_core.training.evaluate import heldout_errors
 from kd3d_core.training.losses import distillation_loss
 from kd3d_core.training.records import EpochRecord, TrainingLog
@@ -89,7 +89,7 @@ def train_student(scene: Scene, store: LabelStore, cfg: TrainConfig, out: Path |
             reason = _train_loop(run)
             return _finish(run, store, reason, Path(out) if out else None)
     finally:
-        shutdown(ctx)
+        ctx.close()
 
 
 def _identity(cfg: TrainConfig, arch_config: object, n_frames: int, world_size: int) -> dict:
