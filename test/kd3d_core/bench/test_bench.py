@@ -1,0 +1,139 @@
+"""kd3d bench: a tiny real run of every family produces the documented JSON keys and Markdown tables."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kd3d_core.bench import BenchConfig, quick_config, report_markdown, run_benchmarks, write_outputs
+from kd3d_core.bench.report import Table, table_markdown
+from kd3d_core.bench.stats import Spread, ratio, time_calls
+from kd3d_core.errors import ConfigError
+
+SECTION_KEYS = {"title", "status", "seconds", "columns", "rows", "notes"}
+ACCURACY_KEYS = {"room", "method", "frames", "localized", "recall_2cm_2deg", "recall_5cm_5deg", "recall_10cm_10deg",
+                 "median_translation_cm", "median_rotation_deg", "ms_per_frame", "size_mb"}
+
+
+def tiny_config(workdir: Path, **overrides: object) -> BenchConfig:
+    base = quick_config(mapping_frames=16, query_frames=4, image_wh=(128, 96), students=("cnn",), train_epochs=1,
+                        baselines=("orb",), speed_wh=(160, 120), speed_frames=2, repeats=1,
+                        scaling_sizes=((64, 48), (128, 96)), alignment_frames=(20,), dust3r_wh=None,
+                        workdir=workdir, progress=False)
+    return replace(base, **overrides)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench_work")
+
+
+@pytest.fixture(scope="module")
+def report_files(workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench_out")
+    report = run_benchmarks(tiny_config(workdir), command="pytest")
+    assert report.ok, [t.status for t in report.tables]
+    write_outputs(report, out / "bench.json", out / "bench.md")
+    return json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
+
+
+def test_json_has_documented_sections_and_keys(report_files: tuple[dict, str]) -> None:
+    doc, _ = report_files
+    assert doc["format"] == "kd3d-bench" and doc["version"] == 1 and doc["quick"] is True
+    assert {"created", "command", "seconds", "machine", "config"} <= set(doc)
+    assert doc["machine"]["cpu_count"] >= 1 and doc["config"]["students"] == ["cnn"]
+    names = ["accuracy", "distillation", "speed", "size", "scaling_resolution", "scaling_alignment"]
+    assert list(doc["sections"]) == names
+    for name in names:
+        section = doc["sections"][name]
+        assert set(section) == SECTION_KEYS and section["status"] == "ok" and section["rows"], name
+        assert all(set(row) <= set(section["columns"]) for row in section["rows"]), name
+
+
+def test_accuracy_rows_cover_every_method_and_the_pooled_suite(report_files: tuple[dict, str]) -> None:
+    rows = report_files[0]["sections"]["accuracy"]["rows"]
+    assert {(r["room"], r["method"]) for r in rows} == {
+        ("tiny", "classical-orb"), ("tiny", "cnn"), ("all rooms", "classical-orb"), ("all rooms", "cnn")}
+    for row in rows:
+        assert set(row) == ACCURACY_KEYS
+        assert row["frames"] == 4 and 0 <= row["recall_5cm_5deg"] <= row["recall_10cm_10deg"] <= 1
+        assert row["size_mb"] > 0 and row["ms_per_frame"] > 0
+    distil = report_files[0]["sections"]["distillation"]["rows"]
+    assert {r["method"] for r in distil} == {"classical-orb", "cnn"}
+    assert all(r["total_s"] > 0 and r["mapping_frames"] == 16 for r in distil)
+
+
+def test_speed_size_and_scaling_measure_real_work(report_files: tuple[dict, str]) -> None:
+    sections = report_files[0]["sections"]
+    speed = {r["method"]: r for r in sections["speed"]["rows"]}
+    assert set(speed) == {"cnn", "classical-orb"}
+    for row in speed.values():
+        assert row["total_ms"]["median"] >= row["network_ms"]["median"] > 0
+        assert row["decode_ms"]["n"] == 2  # 2 frames x 1 repeat
+    size = {r["method"]: r for r in sections["size"]["rows"]}
+    assert size["DUSt3R 512-DPT"]["params"] == 571_171_208  # counted from the built 512-DPT architecture
+    assert 1 < size["cnn"]["dust3r_params_over_params"] and size["cnn"]["file_mb"] > 1
+    res = sections["scaling_resolution"]["rows"]
+    assert [r["size"] for r in res if r["method"] == "cnn network"] == ["64x48", "128x96"]
+    align = sections["scaling_alignment"]["rows"][0]
+    assert align["frames"] == 20 and align["aligned"] == 20 and align["align_s"]["median"] > 0
+
+
+def test_markdown_has_one_table_per_section(report_files: tuple[dict, str]) -> None:
+    _, md = report_files
+    assert md.startswith("# kd3d benchmark (quick smoke configuration)")
+    for heading in ("## Accuracy on the synthetic room suite", "## Distillation (mapping) time per room",
+                    "## Relocalization speed at 160x120 input vs DUSt3R", "## Model size vs DUSt3R 512-DPT",
+                    "## Relocalization time vs input resolution", "## Global alignment time and memory vs frame"):
+        assert heading in md
+    assert "| tiny | cnn |" in md and "DUSt3R 512-DPT forward timing was switched off" in md
+
+
+def test_a_failing_method_is_reported_and_fails_the_run(workdir: Path) -> None:
+    report = run_benchmarks(tiny_config(workdir, families=("accuracy",), students=("no_such_student",)))
+    assert not report.ok
+    accuracy = report.tables[0]
+    assert accuracy.status.startswith("error: tiny/no_such_student: ConfigError: unknown student")
+    assert [r["method"] for r in accuracy.rows] == ["classical-orb", "classical-orb"]  # the others still ran
+    assert "**error: tiny/no_such_student" in report_markdown(report)
+
+
+def test_config_validation(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown benchmark"):
+        BenchConfig(families=("accuracy", "vibes"))
+    with pytest.raises(ConfigError, match="unknown room preset"):
+        BenchConfig(rooms=("castle",))
+    with pytest.raises(ConfigError, match="alignment_frames must be >= 20"):
+        BenchConfig(alignment_frames=(10,))
+    assert BenchConfig(families=("scaling", "accuracy")).families == ("accuracy", "scaling")
+
+
+def test_cli_flags_become_a_config(tmp_path: Path) -> None:
+    from kd3d_core.commands import bench
+
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    args = parser.parse_args(["bench", "--quick", "--only", "size", "speed", "--students", "cnn", "--repeats", "2",
+                              "--no-dust3r-timing", "--workdir", str(tmp_path)])
+    config = bench.bench_config(args)
+    assert config.quick and config.families == ("speed", "size") and config.students == ("cnn",)
+    assert config.repeats == 2 and config.dust3r_wh is None and config.workdir == tmp_path
+    assert bench.bench_config(parser.parse_args(["bench"])).dust3r_wh == (512, 384)
+
+
+def test_stats_and_table_helpers() -> None:
+    s = Spread.of([3.0, 1.0, 2.0])
+    assert (s.median, s.min, s.max, s.n) == (2.0, 1.0, 3.0, 3) and s.text() == "2.0 (1.0-3.0)"
+    assert Spread.of([]).to_dict()["median"] is None
+    assert ratio(10.0, 2.0) == 5.0 and ratio(1.0, 0.0) is None
+    calls = []
+    assert time_calls(lambda: calls.append(1), repeats=3, warmup=2).n == 3 and len(calls) == 5
+    table = Table("t", "T", [("a", "A"), ("b", "B")], [{"a": 12345, "b": {"median": 1.5, "min": 1.0, "max": 2.0,
+                                                                         "n": 3}}])
+    assert "| 12,345 | 1.5 (1-2) |" in table_markdown(table)
+    table.fail("x", ValueError("boom\nmore"))
+    assert table.status == "error: x: ValueError: boom"
+    assert table.to_dict()["rows"][0]["a"] == 12345
