@@ -19,8 +19,7 @@ from tqdm import tqdm
 
 from kd3d_core.baselines.config import ClassicalConfig, GlobalDescriptorKind
 from kd3d_core.baselines.features import Features, detect, lift_to_world, make_detector, ratio_matches
-from kd3d_core.baselines.retrieval import (Vocabulary, bow_descriptor, learn_vocabulary, thumbnail_descriptor,
-                                           top_k)
+from kd3d_core.baselines.retrieval import Vocabulary, bow_descriptor, learn_vocabulary, thumbnail_descriptor, top_k
 from kd3d_core.errors import ConfigError, ModelError, SceneError
 from kd3d_core.geometry import invert_pose, is_valid_pose, make_pose
 from kd3d_core.io_utils import atomic_file
@@ -194,9 +193,8 @@ class ClassicalMap:
                   "global_FD": self.global_FD, "meta_json": np.array(json.dumps(meta))}
         if self.vocabulary is not None:
             arrays.update(words_VD=self.vocabulary.words_VD, idf_V=self.vocabulary.idf_V)
-        with atomic_file(path, suffix=".npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
+        with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
 
     @classmethod
     def load(cls, path: Path | str) -> ClassicalMap:

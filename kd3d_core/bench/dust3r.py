@@ -58,26 +58,35 @@ def dpt512_size() -> Dust3rSize:
     return Dust3rSize(params, params * 4 / 1e9, backend)
 
 
+def _pair_views(size_wh: tuple[int, int], device: str) -> list[dict]:
+    import torch
+
+    w, h = size_wh
+    gen = torch.Generator(device=device).manual_seed(0)
+    return [{"img": torch.randn(1, 3, h, w, generator=gen, device=device),
+             "true_shape": torch.tensor([[h, w]], device=device), "instance": [str(k)], "idx": [k]}
+            for k in range(2)]
+
+
 def time_dpt512_pair(size_wh: tuple[int, int], repeats: int, device: str) -> Dust3rTiming:
-    """Build the model with random weights on `device` and time the forward of one pair (after a warm-up)."""
+    """Build the model with random weights on `device` and time the forward of one pair.
+
+    The warm-up forward runs at 64x48 (lazy initialisation, allocator, kernels), so it costs seconds rather than
+    another full-resolution forward (which takes minutes on a small CPU).
+    """
     import torch
 
     t0 = time.perf_counter()
     model, _ = build_dpt512(device)
     build_s = time.perf_counter() - t0
-    w, h = size_wh
-    gen = torch.Generator(device=device).manual_seed(0)
-    views = []
-    for k in range(2):
-        img = torch.randn(1, 3, h, w, generator=gen, device=device)
-        shape = torch.tensor([[h, w]], device=device)
-        views.append({"img": img, "true_shape": shape, "instance": [str(k)], "idx": [k]})
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else None
 
-    def forward() -> None:
+    def forward(views: list[dict]) -> None:
         with torch.inference_mode():
             model(views[0], views[1])
 
-    sync = torch.cuda.synchronize if str(device).startswith("cuda") else None
-    spread = time_calls(forward, repeats, warmup=1, sync=sync)
-    del model
+    small = _pair_views((64, 48), device)
+    time_calls(lambda: forward(small), repeats=1, warmup=0, sync=sync)
+    views = _pair_views(size_wh, device)
+    spread = time_calls(lambda: forward(views), repeats, warmup=0, sync=sync)
     return Dust3rTiming(tuple(size_wh), spread, build_s, str(device))

@@ -5,7 +5,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kd3d_core.bench.config import BenchConfig
 from kd3d_core.bench.context import BenchContext
@@ -29,7 +29,7 @@ def run_benchmarks(config: BenchConfig, command: str = "kd3d bench") -> BenchRep
     and `BenchReport.ok` becomes False so the command exits non-zero.
     """
     config.workdir.mkdir(parents=True, exist_ok=True)
-    report = BenchReport(created=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=command,
+    report = BenchReport(created=datetime.now(UTC).isoformat(timespec="seconds"), command=command,
                          quick=config.quick, machine=machine_info(config.device), config=config_dict(config))
     ctx = BenchContext(config)
     families = _families()

@@ -71,9 +71,9 @@ def _classical_rows(ctx: BenchContext) -> list[dict]:
         base = None
         for size, frames in scenes.items():
             images = [(f.load_rgb(), f.K) for f in frames]
-            results = []
+            results: list = []
 
-            def run() -> None:
+            def run(cmap: ClassicalMap = cmap, images: list = images, results: list = results) -> None:
                 results.extend(cmap.localize(rgb, K) for rgb, K in images)
 
             spread = time_calls(run, cfg.repeats, warmup=1)

@@ -99,7 +99,7 @@ def run_speed(ctx: BenchContext) -> list[Table]:
         notes.append(
             f"DUSt3R 512-DPT: the official 512-DPT constructor arguments with random weights (timing does not depend "
             f"on weights), one forward of one image pair (batch 1, one direction; DUSt3R's inference runs both "
-            f"directions) at {dust3r.size_wh[0]}x{dust3r.size_wh[1]}, {dust3r.forward_ms.n} timed after one warm-up; "
+            f"directions) at {dust3r.size_wh[0]}x{dust3r.size_wh[1]}, {dust3r.forward_ms.n} timed after a warm-up forward at 64x48; "
             f"building it took {dust3r.build_s:.0f} s. 'DUSt3R pair / total' = DUSt3R pair forward / the method's "
             f"total per-frame time.")
         if tuple(dust3r.size_wh) != (512, 384):
