@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-minutes", type=float, default=None, help="end-to-end training budget per student/room")
     p.add_argument("--fast-iterations", type=int, default=None, help="fast student head steps per room")
     p.add_argument("--repeats", type=int, default=None, help="timed repetitions per measurement")
+    p.add_argument("--alignment-frames", type=int, nargs="+", default=None,
+                   help="frame counts of the alignment-scaling benchmark (each >= 20)")
+    p.add_argument("--dust3r-repeats", type=int, default=None, help="timed DUSt3R 512-DPT pair forwards")
     p.add_argument("--no-dust3r-timing", action="store_true", help="skip the DUSt3R 512-DPT forward timing")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
     p.add_argument("--threads", type=int, default=None,
@@ -46,7 +49,8 @@ def bench_config(args: argparse.Namespace):
     overrides = {"device": args.device, "workdir": args.workdir, "progress": not args.no_progress}
     flag_fields = {"only": "families", "rooms": "rooms", "students": "students", "mapping_frames": "mapping_frames",
                    "query_frames": "query_frames", "train_minutes": "train_minutes",
-                   "fast_iterations": "fast_iterations", "repeats": "repeats"}
+                   "fast_iterations": "fast_iterations", "repeats": "repeats",
+                   "alignment_frames": "alignment_frames", "dust3r_repeats": "dust3r_repeats"}
     for flag, name in flag_fields.items():
         value = getattr(args, flag)
         if value is not None:
