@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--query-frames", type=int, default=None, help="query frames per room")
     p.add_argument("--train-minutes", type=float, default=None, help="end-to-end training budget per student/room")
     p.add_argument("--fast-iterations", type=int, default=None, help="fast student head steps per room")
+    p.add_argument("--fast-buffer", type=int, default=None, help="fast student feature-buffer rows per room")
     p.add_argument("--repeats", type=int, default=None, help="timed repetitions per measurement")
     p.add_argument("--alignment-frames", type=int, nargs="+", default=None,
                    help="frame counts of the alignment-scaling benchmark (each >= 20)")
@@ -49,7 +50,7 @@ def bench_config(args: argparse.Namespace):
     overrides = {"device": args.device, "workdir": args.workdir, "progress": not args.no_progress}
     flag_fields = {"only": "families", "rooms": "rooms", "students": "students", "mapping_frames": "mapping_frames",
                    "query_frames": "query_frames", "train_minutes": "train_minutes",
-                   "fast_iterations": "fast_iterations", "repeats": "repeats",
+                   "fast_iterations": "fast_iterations", "fast_buffer": "fast_buffer", "repeats": "repeats",
                    "alignment_frames": "alignment_frames", "dust3r_repeats": "dust3r_repeats"}
     for flag, name in flag_fields.items():
         value = getattr(args, flag)
