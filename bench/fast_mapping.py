@@ -73,7 +73,7 @@ def main() -> int:
 
     from kd3d_core.training.fast import EncoderSource, FastTrainConfig, LossKind, describe, train_fast
     from kd3d_core.training.fast_buffer import AugmentConfig
-    from kd3d_core.students.fast import FastConfig
+    from kd3d_core.students.fast import FastConfig, HeadKind
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scene", type=Path, required=True)
@@ -89,6 +89,11 @@ def main() -> int:
     p.add_argument("--head-width", type=int, default=256)
     p.add_argument("--head-blocks", type=int, default=2)
     p.add_argument("--no-homogeneous", action="store_true")
+    p.add_argument("--head", default="knn", choices=["knn", "mlp"])
+    p.add_argument("--knn-size", type=int, default=100_000)
+    p.add_argument("--knn-dim", type=int, default=64)
+    p.add_argument("--knn-lists", type=int, default=256)
+    p.add_argument("--knn-probe", type=int, default=8)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--fp32", action="store_true")
@@ -100,7 +105,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     labels = _prepare(args)
     student_cfg = FastConfig(head_width=args.head_width, head_blocks=args.head_blocks,
-                             homogeneous=not args.no_homogeneous)
+                             homogeneous=not args.no_homogeneous, head=HeadKind(args.head),
+                             knn_size=args.knn_size, knn_dim=args.knn_dim, knn_lists=args.knn_lists,
+                             knn_probe=args.knn_probe)
     config = FastTrainConfig(student=student_cfg, input_height=args.height, encoder=EncoderSource(args.encoder),
                              encoder_path=args.encoder_path, buffer_size=args.buffer, iterations=args.iterations,
                              batch_size=args.batch, loss=LossKind(args.loss), lr_max=args.lr, lr_min=args.lr / 10,

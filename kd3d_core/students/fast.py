@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,19 @@ from kd3d_core.errors import ConfigError
 from kd3d_core.students.registry import Architecture, register_architecture
 
 OUTPUT_STRIDE = 8
+
+
+class HeadKind(str, Enum):
+    """The scene-specific part of the fast student.
+
+    KNN: the mapping cells' (projected) features and label points are stored; a cell's scene coordinate is the
+    label of the most similar stored feature (cosine). Mapping is just the buffer fill (seconds); measured far
+    more accurate than the MLP within a CPU budget (see bench/fast_mapping.py).
+    MLP: ACE's regression head, trained on the buffer.
+    """
+
+    KNN = "knn"
+    MLP = "mlp"
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,11 @@ class FastConfig:
         head_blocks: residual blocks (two layers each) of the head.
         homogeneous: the head predicts homogeneous coordinates (x, y, z, w) as ACE does, which keeps far
             points well conditioned; otherwise a plain 3D offset.
+        head: KNN (feature memory) or MLP (regression head); see HeadKind.
+        knn_size: stored mapping cells of the KNN head (the trainer writes the actual count).
+        knn_dim: dimension the KNN head projects features to (PCA of the standardised mapping features).
+        knn_lists: inverted-file lists (k-means clusters of the keys) of the KNN head.
+        knn_probe: lists searched per cell; 0 = exhaustive search (exact, slower, traceable for export).
     """
 
     stem_channels: tuple[int, ...] = (32, 64, 128)
@@ -48,8 +67,22 @@ class FastConfig:
     head_width: int = 256
     head_blocks: int = 2
     homogeneous: bool = True
+    head: HeadKind = HeadKind.KNN
+    knn_size: int = 100_000
+    knn_dim: int = 64
+    knn_lists: int = 256
+    knn_probe: int = 8
 
     def __post_init__(self) -> None:
+        if not isinstance(self.head, HeadKind):
+            try:
+                object.__setattr__(self, "head", HeadKind(self.head))
+            except ValueError as err:
+                raise ConfigError(f"fast head must be one of {[k.value for k in HeadKind]}") from err
+        if self.knn_lists < 1 or self.knn_probe < 0:
+            raise ConfigError("fast knn_lists must be >= 1 and knn_probe >= 0")
+        if self.knn_size < 1 or not 1 <= self.knn_dim <= self.feature_dim:
+            raise ConfigError(f"fast knn_size must be >= 1 and 1 <= knn_dim <= feature_dim ({self.feature_dim})")
         if len(self.stem_channels) != 3 or min(self.stem_channels) < 1:
             raise ConfigError(f"fast stem_channels must be three positive numbers, got {self.stem_channels}")
         if any(d < 1 for d in self.block_dilations):
@@ -145,6 +178,86 @@ class FastHead(nn.Module):
         return xyz_N3.reshape(B, h, w, 3).permute(0, 3, 1, 2), logit_N.reshape(B, h, w)
 
 
+class KnnHead(nn.Module):
+    """Feature memory: standardise + project (folded into one affine map), L2-normalise, nearest stored cell.
+
+    Buffers (filled by the trainer): proj (C, d) and shift (d,) so that z = f @ proj - shift; keys (N, d) unit
+    rows stored in bfloat16 (half the file size; searched in float32), sorted by inverted-file list;
+    points (N, 3) normalised scene coordinates in the same order; centroids (K, d) and offsets (K + 1,) of the
+    inverted file (k-means lists). With knn_probe > 0 a cell is compared only with the keys of its knn_probe
+    most similar lists (about K / knn_probe times less work than exhaustive search); 0 searches all keys.
+    Confidence is the cosine similarity mapped to [0, 1].
+    """
+
+    def __init__(self, config: FastConfig, chunk: int = 4096) -> None:
+        super().__init__()
+        self.chunk = chunk
+        self.probe = config.knn_probe
+        self.register_buffer("proj", torch.zeros(config.feature_dim, config.knn_dim))
+        self.register_buffer("shift", torch.zeros(config.knn_dim))
+        self.register_buffer("keys", torch.zeros(config.knn_size, config.knn_dim, dtype=torch.bfloat16))
+        self.register_buffer("points", torch.zeros(config.knn_size, 3))
+        self.register_buffer("centroids", torch.zeros(config.knn_lists, config.knn_dim))
+        self.register_buffer("offsets", torch.zeros(config.knn_lists + 1, dtype=torch.long))
+        self._keys_f32: torch.Tensor | None = None
+
+    def _float_keys(self) -> torch.Tensor:
+        """float32 copy of the keys, made once: small bf16 matrix products are very slow on CPUs."""
+        if self._keys_f32 is None or self._keys_f32.shape != self.keys.shape or \
+                self._keys_f32.device != self.keys.device or self._keys_version != self.keys._version:
+            self._keys_f32 = self.keys.float()
+            self._keys_version = self.keys._version
+        return self._keys_f32
+
+    def _exhaustive(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        best_sim = torch.full((z.shape[0],), -2.0, device=z.device)
+        best_idx = torch.zeros(z.shape[0], dtype=torch.long, device=z.device)
+        keys = self._float_keys()
+        for a in range(0, keys.shape[0], self.chunk):
+            sim, idx = (z @ keys[a:a + self.chunk].T).max(dim=1)
+            better = sim.float() > best_sim
+            best_sim = torch.where(better, sim.float(), best_sim)
+            best_idx = torch.where(better, idx + a, best_idx)
+        return best_sim, best_idx
+
+    def _inverted(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, k = z.shape[0], self.centroids.shape[0]
+        probe = min(self.probe, k)
+        keys = self._float_keys()
+        lists = (z @ self.centroids.T).topk(probe, dim=1).indices.reshape(-1)
+        order = torch.argsort(lists)
+        query_of = torch.arange(n, device=z.device).repeat_interleave(probe)[order]
+        ends = torch.bincount(lists, minlength=k).cumsum(0).tolist()
+        offsets = self.offsets.tolist()
+        best_sim = torch.full((n,), -2.0, device=z.device)
+        best_idx = torch.zeros(n, dtype=torch.long, device=z.device)
+        start = 0
+        for c, end in enumerate(ends):
+            if end == start or offsets[c + 1] == offsets[c]:
+                start = end
+                continue
+            q = query_of[start:end]
+            sim, idx = (z[q] @ keys[offsets[c]:offsets[c + 1]].T).max(dim=1)
+            better = sim.float() > best_sim[q]
+            best_sim[q] = torch.where(better, sim.float(), best_sim[q])
+            best_idx[q] = torch.where(better, idx + offsets[c], best_idx[q])
+            start = end
+        return best_sim, best_idx
+
+    def lookup(self, features_NC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised points (N, 3) and cosine similarity (N,) of the nearest stored cell."""
+        z = F.normalize(features_NC.float() @ self.proj - self.shift, dim=-1)
+        sim, idx = self._inverted(z) if self.probe > 0 else self._exhaustive(z)
+        return self.points[idx], sim
+
+    def forward(self, features_BChw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised points B3hw and confidence Bhw in [0, 1]."""
+        B, C, h, w = features_BChw.shape
+        points_N3, sim_N = self.lookup(features_BChw.permute(0, 2, 3, 1).reshape(-1, C))
+        conf = ((sim_N + 1) / 2).clamp(0, 1)
+        return points_N3.reshape(B, h, w, 3).permute(0, 3, 1, 2), conf.reshape(B, h, w)
+
+
 class FastStudent(nn.Module):
     """Encoder + head under the registry's module contract."""
 
@@ -153,11 +266,14 @@ class FastStudent(nn.Module):
         self.config = config
         self.output_stride = OUTPUT_STRIDE
         self.encoder = FastEncoder(config)
-        self.head = FastHead(config)
+        self.head = KnnHead(config) if config.head is HeadKind.KNN else FastHead(config)
 
     def forward(self, image_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised points B3hw and confidence Bhw in [0, 1]."""
-        points_B3hw, logit_Bhw = self.head(self.encoder(image_B3HW))
+        features = self.encoder(image_B3HW)
+        if isinstance(self.head, KnnHead):
+            return self.head(features)
+        points_B3hw, logit_Bhw = self.head(features)
         return points_B3hw, torch.sigmoid(logit_Bhw)
 
 
@@ -169,5 +285,5 @@ def build_fast(config: FastConfig, input_size_wh: tuple[int, int]) -> FastStuden
 
 register_architecture(Architecture(
     "fast", FastConfig, build_fast,
-    "frozen pretrained encoder + scene-specific MLP head trained on a feature buffer (minutes on a CPU)",
+    "frozen encoder + scene-specific feature memory (knn) or MLP head, built from a feature buffer in seconds/minutes",
     trainer="fast"))

@@ -5,12 +5,13 @@ import torch
 
 from kd3d_core.errors import ConfigError
 from kd3d_core.students import get_architecture
-from kd3d_core.students.fast import FastConfig, FastEncoder, FastHead, FastStudent
+from kd3d_core.students.fast import FastConfig, FastEncoder, FastHead, FastStudent, HeadKind
 from kd3d_core.students.model_file import ModelMeta, save_scene_model
 from kd3d_core.students.registry import cell_centres, config_from_dict, config_to_dict
 from kd3d_core.students.scene_model import load_scene_model
 
-SMALL = FastConfig(stem_channels=(8, 8, 16), block_dilations=(1, 2), feature_dim=16, head_width=16, head_blocks=1)
+SMALL = FastConfig(stem_channels=(8, 8, 16), block_dilations=(1, 2), feature_dim=16, head_width=16, head_blocks=1,
+                   head=HeadKind.MLP, knn_dim=8)
 
 
 def test_forward_contract_shapes_and_confidence_range():
@@ -23,7 +24,7 @@ def test_forward_contract_shapes_and_confidence_range():
 
 def test_receptive_field_is_centred_on_the_registry_cell_centre():
     """Cell (i, j) must look at pixel (8 j + 4, 8 i + 4), where the relocalizer puts its 2D point."""
-    enc = FastEncoder(FastConfig(stem_channels=(4, 4, 4), block_dilations=(), feature_dim=4))
+    enc = FastEncoder(FastConfig(stem_channels=(4, 4, 4), block_dilations=(), feature_dim=4, knn_dim=4))
     with torch.no_grad():
         for p in enc.parameters():
             p.fill_(0.05) if p.ndim > 1 else p.zero_()
@@ -38,7 +39,7 @@ def test_receptive_field_is_centred_on_the_registry_cell_centre():
 
 @pytest.mark.parametrize("homogeneous", [True, False])
 def test_head_flat_and_map_forms_agree(homogeneous):
-    cfg = FastConfig(feature_dim=16, head_width=16, head_blocks=2, homogeneous=homogeneous)
+    cfg = FastConfig(feature_dim=16, head_width=16, head_blocks=2, homogeneous=homogeneous, knn_dim=8)
     head = FastHead(cfg)
     feats = torch.randn(1, 16, 3, 5)
     points, logits = head(feats)
@@ -48,7 +49,7 @@ def test_head_flat_and_map_forms_agree(homogeneous):
 
 
 def test_homogeneous_output_stays_within_scale_bounds():
-    head = FastHead(FastConfig(feature_dim=8, head_width=8, head_blocks=0))
+    head = FastHead(FastConfig(feature_dim=8, head_width=8, head_blocks=0, knn_dim=8))
     with torch.no_grad():
         head.out.weight.zero_()
         head.out.bias.copy_(torch.tensor([1.0, 0.0, 0.0, -100.0, 0.0]))  # w -> its minimum 1/MAX_SCALE
@@ -63,6 +64,10 @@ def test_config_round_trip_and_validation():
         FastConfig(stem_channels=(8, 8))
     with pytest.raises(ConfigError, match="dilations"):
         FastConfig(block_dilations=(1, 0))
+    with pytest.raises(ConfigError, match="knn_dim"):
+        FastConfig(feature_dim=16, knn_dim=32)
+    with pytest.raises(ConfigError, match="head must be one of"):
+        FastConfig(head="tree")
     with pytest.raises(ConfigError, match="multiples of the output stride"):
         get_architecture("fast").build(SMALL, (60, 48))
 

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from kd3d_core.errors import Kd3dError, ModelError
-from kd3d_core.students.fast import FastConfig, FastEncoder
+from kd3d_core.students.fast import FastConfig, FastEncoder, HeadKind
 from kd3d_core.students.scene_model import load_scene_model
 from kd3d_core.training.fast import (DEFAULT_ENCODER, EncoderSource, FastTrainConfig, LossKind, input_size_for,
                                      load_encoder_weights, train_fast)
 from kd3d_core.training.fast_buffer import AugmentConfig, MappingView, cell_labels, fill_buffer, random_affine
 
 REPO = Path(__file__).resolve().parents[3]
-SMALL = FastConfig(stem_channels=(8, 16, 32), block_dilations=(1,), feature_dim=32, head_width=64, head_blocks=1)
+SMALL = FastConfig(stem_channels=(8, 16, 32), block_dilations=(1,), feature_dim=32, head_width=64, head_blocks=1,
+                   head=HeadKind.MLP, knn_dim=16, knn_lists=8, knn_probe=2)
 TINY = FastTrainConfig(student=SMALL, input_height=48, encoder=EncoderSource.RANDOM, buffer_size=4000,
                        iterations=200, batch_size=512, lr_max=1e-2, lr_min=1e-3, augment=AugmentConfig(enabled=False))
 
@@ -156,7 +157,7 @@ def test_kd3d_train_student_fast_dispatches_to_the_fast_trainer(tiny_scene, tmp_
     save_file({k: v.half().contiguous() for k, v in FastEncoder(SMALL).state_dict().items()}, str(enc))
     out = tmp_path / "cli.kd3d"
     opts = ["--arch-opt", "stem_channels=8,16,32", "--arch-opt", "block_dilations=1", "--arch-opt", "feature_dim=32",
-            "--arch-opt", "head_width=64", "--arch-opt", "head_blocks=1"]
+            "--arch-opt", "head_width=64", "--arch-opt", "head_blocks=1", "--arch-opt", "head=mlp", "--arch-opt", "knn_dim=16"]
     rc = main(["train", str(scene.root), "--student", "fast", "--out", str(out), "--size", "64x48",
                "--iterations", "5", "--buffer-size", "1000", "--encoder", str(enc), "--labels-dir", str(store.root),
                *opts])
@@ -164,3 +165,34 @@ def test_kd3d_train_student_fast_dispatches_to_the_fast_trainer(tiny_scene, tmp_
     model = load_scene_model(out, "cpu")
     assert model.meta.architecture == "fast" and model.meta.input_size == (64, 48)
     assert model.meta.training["encoder"] == "enc.safetensors" and model.meta.training["iterations"] == 5
+
+
+def test_knn_head_retrieves_the_labels_of_mapping_views(tiny_scene):
+    """Every mapping cell is stored, so a mapping image must get (almost all) its own labels back."""
+    scene, store = tiny_scene
+    cfg = replace(TINY, student=replace(SMALL, head=HeadKind.KNN, knn_size=10**6))
+    res = train_fast(scene, store.root, None, cfg, progress=False)
+    assert res.meta.config["knn_size"] == res.buffer_rows and res.meta.training["iterations"] == 0
+    from kd3d_core.students.scene_model import SceneModel
+    from kd3d_core.training.fast_buffer import cell_labels
+
+    model = SceneModel(res.student, res.meta, "cpu")
+    frame = scene.split("mapping")[3]
+    view = [v for v in __import__("kd3d_core.training.fast", fromlist=["x"]).load_mapping_views(
+        scene, store, (64, 48), progress=False) if v.name == frame.name][0]
+    valid, points, _ = cell_labels(view, np.eye(2, 3), (8, 6))
+    pred = model.predict(frame.load_rgb())
+    err = np.linalg.norm(pred.points_hw3.reshape(-1, 3)[valid] - points[valid], axis=1)
+    assert np.mean(err < 1e-3) > 0.9 and pred.conf_hw.reshape(-1)[valid].min() > 0.99
+
+
+def test_knn_inverted_file_with_all_lists_probed_equals_exhaustive_search(tiny_scene):
+    scene, store = tiny_scene
+    cfg = replace(TINY, student=replace(SMALL, head=HeadKind.KNN, knn_size=2000, knn_lists=8, knn_probe=8))
+    head = train_fast(scene, store.root, None, cfg, progress=False).student.head
+    feats = torch.randn(50, 32)
+    a_points, a_sim = head.lookup(feats)
+    head.probe = 0
+    b_points, b_sim = head.lookup(feats)
+    assert torch.allclose(a_sim, b_sim) and torch.allclose(a_points, b_points)
+    assert int(head.offsets[-1]) == head.keys.shape[0]
