@@ -148,8 +148,9 @@ def run_accuracy(ctx: BenchContext) -> list[Table]:
         "mapping frames; classical maps built from the same mapping frames (depth + poses).",
         "Recall = fraction of query frames within both thresholds (failures count as misses); medians over all "
         "query frames (a median of '-' means fewer than half were localized). 'all rooms' pools every query frame.",
-        f"Budgets: end-to-end students {cfg.train_minutes:g} min / {cfg.train_epochs} epochs per room; fast student "
-        f"{cfg.fast_iterations} head steps on a {cfg.fast_buffer:,}-row feature buffer.",
+        f"Budgets: end-to-end students {cfg.train_minutes:g} min / {cfg.train_epochs} epochs per room; fast student: "
+        f"its default head (see the distillation table), at most {cfg.fast_buffer:,} buffer rows and "
+        f"{cfg.fast_iterations} steps (an MLP head trains; the kNN head only stores features).",
         "ms/frame: median relocalization time (network or features + PnP, image already decoded) at the room's "
         "image size; see the speed section for 640x480 with decoding.",
     ]

@@ -126,9 +126,11 @@ def _distil_fast(config: BenchConfig, room: Room, student: str, out: Path) -> Di
                           buffer_size=config.fast_buffer, batch_size=min(4096, config.fast_buffer),
                           seed=config.seed, device=config.device, threads=None)  # keep the caller's threads
     t0 = time.perf_counter()
-    train_fast(room.scene(), room.labels_dir, out, cfg, progress=config.progress)
-    return Distilled(student, out, time.perf_counter() - t0, f"{config.fast_iterations} head steps",
-                     model_params(out))
+    result = train_fast(room.scene(), room.labels_dir, out, cfg, progress=config.progress)
+    seconds = time.perf_counter() - t0
+    t = result.meta.training
+    budget = f"{t.get('head', 'mlp')} head, {t.get('buffer_rows', '?')} buffer rows, {t.get('iterations', '?')} steps"
+    return Distilled(student, out, seconds, budget, model_params(out))
 
 
 def model_params(model_path: Path) -> int:
