@@ -196,3 +196,24 @@ def test_knn_inverted_file_with_all_lists_probed_equals_exhaustive_search(tiny_s
     b_points, b_sim = head.lookup(feats)
     assert torch.allclose(a_sim, b_sim) and torch.allclose(a_points, b_points)
     assert int(head.offsets[-1]) == head.keys.shape[0]
+
+
+def test_knn_model_exports_to_onnx_with_matching_outputs(tiny_scene, tmp_path):
+    """Export traces the exhaustive search (the inverted file is data dependent); results must agree."""
+    import onnxruntime as ort
+
+    from kd3d_core.students.export import export_onnx
+
+    scene, store = tiny_scene
+    cfg = replace(TINY, student=replace(SMALL, head=HeadKind.KNN, knn_size=3000, knn_lists=4, knn_probe=4))
+    out = tmp_path / "knn.kd3d"
+    train_fast(scene, store.root, out, cfg, progress=False)
+    onnx_path = export_onnx(out, tmp_path / "knn.onnx")
+    model = load_scene_model(out, "cpu")
+    image = torch.from_numpy(scene.split("query")[0].load_rgb()).permute(2, 0, 1)[None].float()
+    points, conf = model.forward_batch(image)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_points, onnx_conf = session.run(None, {"image": image.numpy()})
+    close = np.isclose(onnx_points, points.numpy(), atol=1e-4).all(axis=1)
+    assert close.mean() > 0.95  # an exact tie may pick another stored cell
+    np.testing.assert_allclose(onnx_conf, conf.numpy(), atol=1e-3)
