@@ -2,7 +2,7 @@
 """Benchmark of the fast student: mapping time and query relocalization recall on a synthetic room.
 
     python bench/fast_mapping.py --scene /tmp/office1 [--render office:1:640x480] [--height 240] \\
-        [--iterations 3000] [--buffer 1000000] [--loss euclidean] [--encoder random] [--json OUT]
+        [--head knn|mlp] [--knn-size N] [--augment] [--encoder random] [--json OUT]
 
 Renders the room if asked (kd3d_core.synth), labels its mapping frames with the depth teacher (kd3d teach's
 code path), maps it with kd3d_core.training.fast, then localizes every query frame with the Relocalizer
@@ -94,7 +94,7 @@ def main() -> int:
     p.add_argument("--knn-dim", type=int, default=64)
     p.add_argument("--knn-lists", type=int, default=512)
     p.add_argument("--knn-probe", type=int, default=8)
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--augment", action="store_true", help="augment mapping views (the trainer's default: off)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--fp32", action="store_true")
     p.add_argument("--eval-frames", type=int, default=None)
@@ -111,7 +111,7 @@ def main() -> int:
     config = FastTrainConfig(student=student_cfg, input_height=args.height, encoder=EncoderSource(args.encoder),
                              encoder_path=args.encoder_path, buffer_size=args.buffer, iterations=args.iterations,
                              batch_size=args.batch, loss=LossKind(args.loss), lr_max=args.lr, lr_min=args.lr / 10,
-                             augment=replace(AugmentConfig(), enabled=not args.no_augment), bf16=not args.fp32)
+                             augment=replace(AugmentConfig(), enabled=args.augment), bf16=not args.fp32)
     scene = open_scene(args.scene)
     res = train_fast(scene, labels, args.out, config, progress=False)
     out = {"config": describe(config), "views": res.views, "buffer_rows": res.buffer_rows,
