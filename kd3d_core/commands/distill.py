@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kd3d_core.commands.train import add_training_arguments, report, training_config
+from kd3d_core.commands.train import add_training_arguments, config_for_student, report, report_fast
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +60,7 @@ def build_config(args: argparse.Namespace):
     teacher = TeacherKind(args.teacher or ("dust3r" if args.checkpoint else "depth"))
     label_size = parse_size(args.label_size) if args.label_size else args.size
     teach = TeachConfig(teacher=teacher, label_size=label_size, dust3r=Dust3rConfig(checkpoint=args.checkpoint))
-    return DistillConfig(scene=Path(scene), out=args.out, train=training_config(args, args.out), teach=teach,
+    return DistillConfig(scene=Path(scene), out=args.out, train=config_for_student(args, args.out), teach=teach,
                          ingest=ingest, reuse_labels=not args.relabel)
 
 
@@ -68,5 +68,12 @@ def run(args: argparse.Namespace) -> int:
     """Distil and report."""
     from kd3d_core.training.distill import distill
 
-    report(distill(build_config(args)))
+    from kd3d_core.training.fast import FastTrainResult
+
+    config = build_config(args)
+    result = distill(config)
+    if isinstance(result, FastTrainResult):
+        report_fast(result, config.out)
+    else:
+        report(result)
     return 0

@@ -1,4 +1,4 @@
-"""`kd3d train SCENE --student cnn|mobilenetv3|vit [--epochs N] [--size WxH] --out MODEL.kd3d`.
+"""`kd3d train SCENE --student fast|cnn|mobilenetv3|vit [--epochs N] [--size WxH] --out MODEL.kd3d`.
 
 Trains a student on the labels of a scene's mapping frames (from `kd3d teach`) and writes one `.kd3d` file.
 Under `torchrun --nproc_per_node N -m kd3d_core train ...` the run is data-parallel (DDP).
@@ -16,7 +16,9 @@ from kd3d_core.errors import ConfigError
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by `kd3d train` and `kd3d distill`."""
     g = p.add_argument_group("student and training")
-    g.add_argument("--student", default="cnn", help="architecture: cnn, mobilenetv3, vit, ... (default cnn)")
+    g.add_argument("--student", default="fast",
+                   help="architecture: fast (frozen encoder + scene memory; maps in seconds), or the paper's "
+                        "end-to-end students cnn, mobilenetv3, vit (default fast)")
     g.add_argument("--arch-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="architecture option, repeatable (e.g. patch=32, blocks=8, variant=small, channels=32,64)")
     g.add_argument("--freeze-backbone", action="store_true", help="mobilenetv3: keep the backbone fixed")
@@ -136,11 +138,24 @@ def run_fast(args: argparse.Namespace) -> int:
     from kd3d_core.training.fast import train_fast
 
     labels = resolve_labels_dir(args.scene, args.labels_dir, args.teacher)
-    result = train_fast(args.scene, labels, args.out, fast_training_config(args))
-    print(f"wrote {args.out}: fast student, {result.views} views, buffer {result.buffer_rows:,} rows in "
-          f"{result.buffer_s:.0f} s, head {result.meta.training['iterations']} steps in {result.train_s:.0f} s, "
-          f"median training error {result.median_train_error_m:.3f} m", file=sys.stderr)
+    report_fast(train_fast(args.scene, labels, args.out, fast_training_config(args)), args.out)
     return 0
+
+
+def config_for_student(args: argparse.Namespace, out: Path):
+    """The trainer config the chosen student needs: FastTrainConfig or TrainConfig."""
+    from kd3d_core.students.registry import get_architecture
+
+    if get_architecture(args.student).trainer == "fast":
+        return fast_training_config(args)
+    return training_config(args, out)
+
+
+def report_fast(result, out: Path) -> None:
+    """One summary line on stderr for a fast-student run."""
+    print(f"wrote {out}: fast student ({result.meta.config.get('head', 'knn')} head), {result.views} views, "
+          f"{result.buffer_rows:,} feature rows in {result.buffer_s:.0f} s, head {result.train_s:.0f} s, "
+          f"mapping {result.total_s:.0f} s in all", file=sys.stderr)
 
 
 def report(result) -> None:

@@ -10,6 +10,7 @@ from kd3d_core.errors import ConfigError
 from kd3d_core.labels import LabelStore
 from kd3d_core.scene import open_scene
 from kd3d_core.training.config import TrainConfig
+from kd3d_core.training.fast import FastTrainConfig
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class DistillConfig:
     Attributes:
         scene: the scene folder to teach and train on (the ingest output when `ingest` is given).
         out: the `.kd3d` model file to write.
-        train: training settings.
+        train: training settings: a TrainConfig (end-to-end students) or a FastTrainConfig (fast student).
         teach: kd3d_core.teachers.TeachConfig.
         ingest: kd3d_core.ingest.IngestConfig when the input is a bag (its `out` must equal `scene`).
         reuse_labels: skip teaching when complete labels of the same teacher already exist.
@@ -27,7 +28,7 @@ class DistillConfig:
 
     scene: Path
     out: Path
-    train: TrainConfig
+    train: TrainConfig | FastTrainConfig
     teach: object
     ingest: object | None = None
     reuse_labels: bool = True
@@ -39,11 +40,11 @@ def _say(text: str, progress: bool) -> None:
 
 
 def distill(cfg: DistillConfig):
-    """Run ingest (optional), teach and train; returns the TrainResult."""
+    """Run ingest (optional), teach and train; returns the TrainResult (FastTrainResult for the fast student)."""
     from kd3d_core.teachers import teach_scene
     from kd3d_core.training.trainer import train_student
 
-    progress = cfg.train.progress
+    progress = getattr(cfg.train, "progress", True)
     if cfg.ingest is not None:
         from kd3d_core.ingest import ingest_bag
 
@@ -59,6 +60,10 @@ def distill(cfg: DistillConfig):
         result = teach_scene(cfg.scene, cfg.teach)
         if result is not None:
             _say(f"{result.labelled}/{result.frames} frames labelled by {result.meta.teacher}", progress)
+    if isinstance(cfg.train, FastTrainConfig):
+        from kd3d_core.training.fast import train_fast
+
+        return train_fast(open_scene(cfg.scene), labels_dir, cfg.out, cfg.train)
     return train_student(open_scene(cfg.scene), store, cfg.train, cfg.out)
 
 

@@ -122,7 +122,7 @@ def test_ddp_two_cpu_processes(tiny_scene, tmp_path):
     scene, store = tiny_scene
     out = tmp_path / "ddp.kd3d"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "kd3d_core", "train", str(scene.root), "--out", str(out), "--size", "64x48", "--epochs", "2",
+           "-m", "kd3d_core", "train", str(scene.root), "--student", "cnn", "--out", str(out), "--size", "64x48", "--epochs", "2",
            "--batch-size", "2", "--device", "cpu", "--arch-opt", "channels=16,32,32,32",
            "--arch-opt", "head_channels=32", "--arch-opt", "head_layers=1"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -148,13 +148,25 @@ def test_distill_from_bag(tmp_path, capsys):
     out = tmp_path / "room.kd3d"
     rc = main(["distill", str(bag), "--out", str(out), "--image-topic", "/camera/color/image_raw",
                "--depth-topic", "/camera/depth/image_raw", "--pose-tf", "map", "camera_color_optical_frame",
-               "--size", "64x48", "--epochs", "1", "--batch-size", "4", "--arch-opt", "channels=8,16,16"])
+               "--student", "cnn", "--size", "64x48", "--epochs", "1", "--batch-size", "4", "--arch-opt", "channels=8,16,16"])
     assert rc == 0, capsys.readouterr().err
     meta = read_model_meta(out)
     assert meta.teacher["teacher"] == "depth" and meta.teacher["frames_labelled"] == 10
     assert meta.teacher["scale_source"] == "metric_depth" and meta.world_frame == "map"
     assert (tmp_path / "room_scene" / "labels" / "depth").is_dir()
     # Labels are complete: a second run reuses them instead of teaching again.
-    assert main(["distill", str(tmp_path / "room_scene"), "--out", str(out), "--size", "64x48", "--epochs", "1",
+    assert main(["distill", str(tmp_path / "room_scene"), "--out", str(out), "--student", "cnn", "--size", "64x48", "--epochs", "1",
                  "--arch-opt", "channels=8,16,16"]) == 0
     assert "reusing labels" in capsys.readouterr().err
+
+
+def test_distill_defaults_to_the_fast_student(tmp_path, capsys):
+    from kd3d_core.synth import SynthConfig, render_scene
+
+    scene = tmp_path / "room"
+    render_scene(SynthConfig(preset="tiny", seed=4, mapping_frames=8, query_frames=2, size_wh=(64, 48)), scene,
+                 progress=False)
+    out = tmp_path / "room.kd3d"
+    assert main(["distill", str(scene), "--out", str(out), "--size", "64x48"]) == 0, capsys.readouterr().err
+    assert read_model_meta(out).architecture == "fast"
+    assert "fast student" in capsys.readouterr().err
