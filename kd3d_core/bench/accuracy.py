@@ -91,7 +91,7 @@ def _classical(ctx: BenchContext, preset: str, baseline: str, queries: list[Fram
     summary = evaluate_localizer(ClassicalMap.load(built.path), queries)
     summary["size_mb"] = built.path.stat().st_size / 1e6
     distil_row = {"room": preset, "method": built.name, "mapping_frames": n_map, "label_s": None,
-                  "build_s": round(built.build_s, 1), "total_s": round(built.build_s, 1), "budget": "feature map"}
+                  "build_s": round(built.build_s, 2), "total_s": round(built.build_s, 2), "budget": "feature map"}
     return summary, distil_row
 
 
