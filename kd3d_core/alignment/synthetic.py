@@ -16,6 +16,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from kd3d_core.alignment.pairwise import PairPrediction
+from kd3d_core.errors import ConfigError
 from kd3d_core.geometry import invert_pose, look_at, make_pose, pixel_grid, transform_points
 
 ROOM = (np.zeros(3), np.array([5.0, 4.0, 3.0]))
@@ -90,11 +91,13 @@ class SyntheticPairs:
         for k in range(n):
             self.points[k] = render_points(self.poses[k], self.K, config.size_wh)
         pairs = {(i, (i + d) % n) for i in range(n) for d in range(1, config.window + 1)}
-        outliers = set()
-        while len(outliers) < config.n_outliers:
-            i, j = sorted(rng.choice(n, 2, replace=False).tolist())
-            if min(j - i, n - j + i) > config.window:
-                outliers.add((i, j))
+        # wrong "loop" pairs: frames further apart than the window (too few frames -> clear error, not a hang)
+        far = [(i, j) for i in range(n) for j in range(i + 1, n) if min(j - i, n - j + i) > config.window]
+        if len(far) < config.n_outliers:
+            raise ConfigError(f"{n} frames with window {config.window} allow only {len(far)} outlier pairs, "
+                              f"{config.n_outliers} asked for")
+        chosen = rng.choice(len(far), config.n_outliers, replace=False) if config.n_outliers else []
+        outliers = {far[k] for k in chosen}
         self.outlier_pairs = outliers
         self.pairs = sorted({(min(a, b), max(a, b)) for a, b in pairs} | outliers)
         self.corruption = {p: _random_rigid(rng) for p in outliers}

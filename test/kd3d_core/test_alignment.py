@@ -80,3 +80,11 @@ def test_sim3_compose_inverse_roundtrip():
     S = Sim3Array(rng.uniform(0.5, 2, 5), Rotation.random(5, random_state=1).as_matrix(), rng.normal(size=(5, 3)))
     ident = compose(S, inverse(S))
     assert np.allclose(ident.s, 1) and np.allclose(ident.R, np.eye(3)) and np.allclose(ident.t, 0)
+
+
+def test_synthetic_generator_refuses_impossible_outlier_counts():
+    """Too few frames for the asked-for wrong loop pairs is an error, not an endless search."""
+    from kd3d_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="allow only"):
+        SyntheticPairs(SyntheticConfig(n_frames=8, window=5, n_outliers=1, size_wh=(16, 12)))
