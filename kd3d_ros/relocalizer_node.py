@@ -196,8 +196,7 @@ class RelocalizerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         msg = build_diagnostic_array(self._stats.report(), self.get_clock().now().nanoseconds,
-                                     f"{self.get_name()}: relocalization", self.config.model_path, self._factory,
-                                     level_as_bytes=True)
+                                     f"{self.get_name()}: relocalization", self.config.model_path, self._factory)
         self._diagnostics.publish(msg)
 
     def destroy_node(self) -> None:

@@ -293,18 +293,16 @@ class Intake:
 
 
 def build_diagnostic_array(report: DiagnosticReport, stamp_ns: int, name: str, hardware_id: str,
-                           typestore: Any, level_as_bytes: bool) -> Any:
+                           typestore: Any) -> Any:
     """diagnostic_msgs/msg/DiagnosticArray with one DiagnosticStatus made from `report`.
 
     Args:
-        typestore: a rosbags typestore or a kd3d_core `MessageFactory` (as kd3d_core.messages' builders take).
-        level_as_bytes: DiagnosticStatus.level is a ROS `byte`: rclpy's generated classes take it as bytes of
-            length 1 (and Humble asserts it), rosbags' as an int.
+        typestore: a rosbags typestore or a kd3d_core `MessageFactory` (as kd3d_core.messages' builders take);
+            DiagnosticStatus.level is a ROS `byte`, which the factory converts as each message library needs.
     """
     factory = as_factory(typestore)
-    level: int | bytes = bytes([int(report.level)]) if level_as_bytes else int(report.level)
     values = [factory.make("diagnostic_msgs/msg/KeyValue", key=k, value=v) for k, v in report.values]
-    status = factory.make("diagnostic_msgs/msg/DiagnosticStatus", level=level, name=name,
+    status = factory.make("diagnostic_msgs/msg/DiagnosticStatus", level=int(report.level), name=name,
                           message=report.message, hardware_id=hardware_id, values=values)
     return factory.make("diagnostic_msgs/msg/DiagnosticArray", header=build_header(factory, stamp_ns, ""),
                         status=[status])

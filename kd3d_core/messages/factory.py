@@ -90,7 +90,10 @@ class ModuleFactory:
 
 
 def _convert_for_rclpy(value: Any, field_type: str) -> Any:
-    """numpy arrays -> array.array for `sequence<T>` fields, numpy of the declared dtype for `T[n]` fields."""
+    """numpy arrays -> array.array for `sequence<T>` fields, numpy of the declared dtype for `T[n]` fields;
+    ints -> bytes of length 1 for `byte`/`octet` fields (rclpy's setters reject ints there; rosbags wants ints)."""
+    if field_type in ("byte", "octet") and isinstance(value, (int, np.integer)):
+        return bytes([int(value)])
     if not isinstance(value, np.ndarray):
         return value
     if field_type.startswith("sequence<"):

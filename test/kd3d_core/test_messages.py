@@ -288,3 +288,19 @@ def test_module_factory_builds_rclpy_style_classes(monkeypatch):
     assert factory.has_field("sensor_msgs/msg/CameraInfo", "k") and not factory.has_field(
         "sensor_msgs/msg/CameraInfo", "K")
     m.ModuleFactory._cls.cache_clear()
+
+
+def test_module_factory_gives_byte_fields_as_bytes(monkeypatch):
+    """rclpy's generated setters take a ROS `byte` as bytes of length 1 (Humble asserts it)."""
+    diag = types.ModuleType("diagnostic_msgs.msg")
+
+    def init(self, **kw):
+        self.level = kw["level"]
+        self.name = kw["name"]
+    diag.DiagnosticStatus = type("DiagnosticStatus", (), {
+        "__init__": init, "get_fields_and_field_types": classmethod(lambda c: {"level": "octet", "name": "string"})})
+    monkeypatch.setitem(sys.modules, "diagnostic_msgs.msg", diag)
+    m.ModuleFactory._cls.cache_clear()
+    status = m.ModuleFactory().make("diagnostic_msgs/msg/DiagnosticStatus", level=2, name="x")
+    assert status.level == b"\x02" and status.name == "x"
+    m.ModuleFactory._cls.cache_clear()

@@ -119,8 +119,7 @@ def test_diagnostic_array_round_trips_through_cdr():
     stats = NodeStats()
     stats.on_received()
     stats.on_processed({"predict": 5.0}, 42, None)
-    msg = build_diagnostic_array(stats.report(), 1_500_000_000, "relocalizer: relocalization", "room.kd3d", store,
-                                 level_as_bytes=False)
+    msg = build_diagnostic_array(stats.report(), 1_500_000_000, "relocalizer: relocalization", "room.kd3d", store)
     back = store.deserialize_cdr(store.serialize_cdr(msg, "diagnostic_msgs/msg/DiagnosticArray"),
                                  "diagnostic_msgs/msg/DiagnosticArray")
     status = back.status[0]
