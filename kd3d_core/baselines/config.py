@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from kd3d_core.config_utils import coerce_enum_fields
 from kd3d_core.errors import ConfigError
 
 
@@ -69,14 +70,7 @@ class ClassicalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, enum_type in (("feature", FeatureType), ("global_descriptor", GlobalDescriptorKind)):
-            value = getattr(self, name)
-            if not isinstance(value, enum_type):
-                try:
-                    object.__setattr__(self, name, enum_type(value))
-                except ValueError as err:
-                    choices = ", ".join(e.value for e in enum_type)
-                    raise ConfigError(f"classical {name} must be one of {choices}, got {value!r}") from err
+        coerce_enum_fields(self, {"feature": FeatureType, "global_descriptor": GlobalDescriptorKind}, "classical")
         object.__setattr__(self, "thumbnail_wh", tuple(int(v) for v in self.thumbnail_wh))
         checks = [
             (self.max_features >= 10, "max_features must be >= 10"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from kd3d_core.config_utils import coerce_enum_fields
 from kd3d_core.errors import ConfigError
 
 
@@ -78,15 +79,7 @@ class RelocalizerConfig:
     covariance_inflation: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("solver", "ransac", "refine"):
-            enum_type = {"solver": PnpSolver, "ransac": RansacMethod, "refine": RefineMethod}[name]
-            value = getattr(self, name)
-            if not isinstance(value, enum_type):
-                try:
-                    object.__setattr__(self, name, enum_type(value))
-                except ValueError as err:
-                    choices = ", ".join(e.value for e in enum_type)
-                    raise ConfigError(f"relocalizer {name} must be one of {choices}, got {value!r}") from err
+        coerce_enum_fields(self, {"solver": PnpSolver, "ransac": RansacMethod, "refine": RefineMethod}, "relocalizer")
         checks = [
             (self.max_correspondences >= 0, "max_correspondences must be >= 0"),
             (self.reprojection_threshold_px > 0, "reprojection_threshold_px must be > 0"),
