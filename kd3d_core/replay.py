@@ -35,9 +35,9 @@ from kd3d_core.errors import BagError, ConfigError, Kd3dError, MessageError
 from kd3d_core.evaluation import Trajectory, evaluate_trajectories, write_poses, write_report
 from kd3d_core.localization import FailureReason, PoseEstimate, Relocalizer, predicted_cloud
 from kd3d_core.localization.outputs import OutputFrames, build_localization_messages
-from kd3d_core.messages import CameraModel, camera_info_to_model, decode_rgb, header_stamp_ns
-from kd3d_core.messages.camera import EQUIDISTANT
-from kd3d_core.undistort import Undistorter
+from kd3d_core.messages import (CameraModel, camera_info_to_model, decode_rgb, header_stamp_ns,
+                                 image_input_topic)
+from kd3d_core.undistort import RelocalizerInput
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,7 @@ class ReplayConfig:
     @property
     def input_topic(self) -> str:
         """The image topic actually read."""
-        if self.compressed and not self.image_topic.rstrip("/").endswith("/compressed"):
-            return self.image_topic.rstrip("/") + "/compressed"
-        return self.image_topic
+        return image_input_topic(self.image_topic, self.compressed)
 
 
 @dataclass(frozen=True)
@@ -128,19 +126,12 @@ class _CameraInfos:
         order = np.argsort(self.stamps, kind="stable")
         self.stamps = [self.stamps[i] for i in order]
         self.models = [self.models[i] for i in order]
-        self._undistorters: dict[int, Undistorter] = {}
 
     def at(self, stamp_ns: int) -> CameraModel:
         """The camera model valid at a stamp."""
         i = bisect.bisect_right(self.stamps, stamp_ns) - 1
         return self.models[max(i, 0)]
 
-    def undistorter(self, model: CameraModel) -> Undistorter:
-        """Cached image undistorter (only fisheye models need one; the others undistort points)."""
-        key = id(model)
-        if key not in self._undistorters:
-            self._undistorters[key] = Undistorter(model)
-        return self._undistorters[key]
 
 
 def _camera_info_topic(bag: BagReader, config: ReplayConfig) -> str:
@@ -184,6 +175,7 @@ class _Replayer:
     def __init__(self, relocalizer: Relocalizer, config: ReplayConfig, bag: BagReader, writer: BagWriter) -> None:
         self.relocalizer, self.config, self.bag, self.writer = relocalizer, config, bag, writer
         self.infos = _CameraInfos(bag, _camera_info_topic(bag, config))
+        self.input = RelocalizerInput()
         self.tf = load_tf(bag)
         camera_frame = _first_image_frame(bag, config.input_topic)
         map_frame = config.map_frame or relocalizer.world_frame
@@ -242,9 +234,7 @@ class _Replayer:
         if (rgb.shape[1], rgb.shape[0]) != tuple(model.size):
             detail = f"image {rgb.shape[1]}x{rgb.shape[0]} but CameraInfo is for {model.size[0]}x{model.size[1]}"
             return PoseEstimate.failed(FailureReason.BAD_INTRINSICS, detail, stamp_ns=stamp), None, rgb
-        dist = model.D if model.has_distortion else None
-        if model.has_distortion and model.distortion_model == EQUIDISTANT:
-            rgb, dist = self.infos.undistorter(model).rgb(rgb), None
+        rgb, dist = self.input.prepare(model, rgb)
         estimate, prediction = self.relocalizer.localize_with_prediction(rgb, model.K, dist, stamp)
         return estimate, prediction, rgb
 

@@ -55,3 +55,32 @@ class Undistorter:
         """Undistorted depth map on the colour grid (nearest neighbour; outside = 0, invalid)."""
         self._check(depth)
         return cv2.remap(depth, self.map_x, self.map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+
+
+class RelocalizerInput:
+    """Prepares decoded camera images for the Relocalizer, the same way in replay and in the ROS node.
+
+    OpenCV-model cameras (plumb_bob, rational_polynomial) keep their image: the relocalizer undistorts the 2D
+    points it uses, which costs far less than remapping every pixel. Fisheye (equidistant) images are remapped to
+    the pinhole camera with the same K first, since the point undistortion handles the OpenCV models only. The
+    remap tables of the last camera model are kept (CameraInfo rarely changes).
+    """
+
+    def __init__(self) -> None:
+        self._undistorter: Undistorter | None = None
+
+    def prepare(self, model: CameraModel, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(image, distortion coefficients for the relocalizer or None)."""
+        if not model.has_distortion:
+            return rgb, None
+        if model.distortion_model != EQUIDISTANT:
+            return rgb, np.asarray(model.D, np.float64)
+        if self._undistorter is None or not same_camera(self._undistorter.model, model):
+            self._undistorter = Undistorter(model)
+        return self._undistorter.rgb(rgb), None
+
+
+def same_camera(a: CameraModel, b: CameraModel) -> bool:
+    """Equal calibration (a CameraInfo decoded again per frame is a new object with the same numbers)."""
+    return a is b or (tuple(a.size) == tuple(b.size) and a.distortion_model == b.distortion_model
+                      and np.array_equal(a.K, b.K) and np.array_equal(a.D, b.D))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kd3d_core.errors import ConfigError
+from kd3d_core.messages import image_input_topic
 
 ParamValue = bool | int | float | str
 
@@ -165,9 +166,7 @@ class NodeConfig:
     @property
     def input_topic(self) -> str:
         """The image topic subscribed: image_topic, plus "/compressed" for compressed images (as replay does)."""
-        if self.compressed and not self.image_topic.rstrip("/").endswith("/compressed"):
-            return self.image_topic.rstrip("/") + "/compressed"
-        return self.image_topic
+        return image_input_topic(self.image_topic, self.compressed)
 
     @property
     def info_topic(self) -> str:

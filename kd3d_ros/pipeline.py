@@ -30,10 +30,9 @@ from kd3d_core.messages import (
     decode_rgb,
     header_stamp_ns,
 )
-from kd3d_core.messages.camera import EQUIDISTANT
 from kd3d_core.prediction import ScenePrediction
 from kd3d_core.tf_math import frame_pose_in_map, move_pose_covariance
-from kd3d_core.undistort import Undistorter
+from kd3d_core.undistort import RelocalizerInput, same_camera
 from kd3d_ros.params import NodeConfig
 from kd3d_ros.runtime import NodeFailure
 
@@ -103,7 +102,7 @@ class FramePipeline:
         self._camera_state: tuple[CameraModel | None, Problem | None] = (
             None, Problem(NodeFailure.NO_CAMERA_INFO.value, f"no CameraInfo received on {config.info_topic} yet"))
         self._map_T_odom: np.ndarray | None = None
-        self._undistorter: Undistorter | None = None
+        self._input = RelocalizerInput()
 
     def set_camera_info(self, msg: Any) -> None:
         """Cache the camera model of a CameraInfo (a bad one is remembered and reported with the next frame).
@@ -117,7 +116,7 @@ class FramePipeline:
             self._camera_state = (None, Problem(NodeFailure.BAD_CAMERA_INFO.value, str(err)))
             return
         current = self._camera_state[0]
-        if current is None or not _same_camera(current, camera):
+        if current is None or not same_camera(current, camera):
             self._camera_state = (camera, None)
 
     def process(self, image_msg: Any, want_cloud: bool = True) -> FrameResult:
@@ -139,7 +138,7 @@ class FramePipeline:
         camera_problem = camera_problem or _size_problem(camera, rgb)
         if camera_problem is not None:
             return FrameResult(stamp_ns, False, self._republished_tf(stamp_ns), (camera_problem,))
-        rgb, dist = self._undistorted(camera, rgb)
+        rgb, dist = self._input.prepare(camera, rgb)
         decode_ms = (time.perf_counter() - t0) * 1000.0
         estimate, prediction = self.relocalizer.localize_with_prediction(rgb, camera.K, dist, stamp_ns)
         stages = {"decode": decode_ms, **_timings_ms(estimate)}
@@ -150,17 +149,6 @@ class FramePipeline:
         messages, problems = self._messages(estimate, prediction if want_cloud else None, rgb, image_msg, stamp_ns)
         stages["build"] = (time.perf_counter() - t1) * 1000.0
         return FrameResult(stamp_ns, True, messages, problems, stages, estimate.inliers)
-
-    def _undistorted(self, camera: CameraModel, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(image, distortion for the relocalizer), as replay prepares them: the relocalizer undistorts pixel
-        coordinates of OpenCV-model cameras itself; fisheye (equidistant) images are remapped to pinhole first."""
-        if not camera.has_distortion:
-            return rgb, None
-        if camera.distortion_model != EQUIDISTANT:
-            return rgb, camera.D
-        if self._undistorter is None or self._undistorter.model is not camera:
-            self._undistorter = Undistorter(camera)
-        return self._undistorter.rgb(rgb), None
 
     def camera_frame(self, image_msg: Any) -> str:
         """The camera optical frame for TF: the camera_frame parameter, else the image's header.frame_id."""
@@ -236,11 +224,6 @@ def _size_problem(camera: CameraModel, rgb: np.ndarray) -> Problem | None:
         return Problem(NodeFailure.CAMERA_INFO_MISMATCH.value,
                        f"image is {rgb.shape[1]}x{rgb.shape[0]} but CameraInfo says {width}x{height}")
     return None
-
-
-def _same_camera(a: CameraModel, b: CameraModel) -> bool:
-    return (a.size == b.size and a.distortion_model == b.distortion_model and np.array_equal(a.K, b.K)
-            and np.array_equal(a.D, b.D))
 
 
 def _strided(prediction: ScenePrediction, stride: int) -> ScenePrediction:

@@ -34,6 +34,7 @@ from kd3d_core.messages.images import (
                                         decode_depth,
                                         decode_image_depth,
                                         decode_image_rgb,
+                                        image_input_topic,
                                         decode_rgb,
                                         depth_to_image_fields,
                                         encode_compressed_depth,
@@ -65,6 +66,7 @@ from kd3d_core.messages.transforms import (
 )
 
 __all__ = [
+    "image_input_topic",
     "CameraModel", "CloudFields", "ImageFields", "MessageFactory", "ModuleFactory", "StampedPose",
     "TypestoreFactory", "as_factory", "build_camera_info", "build_compressed_image", "build_header", "build_image",
     "build_odometry", "build_pointcloud2", "build_pose", "build_pose_stamped", "build_pose_with_covariance_stamped",

@@ -170,6 +170,13 @@ def decode_compressed_depth(msg: Any) -> np.ndarray:
     return depth_array_to_metres(raw, "16UC1")
 
 
+def image_input_topic(image_topic: str, compressed: bool) -> str:
+    """The topic to read: image_transport publishes CompressedImage on `<image topic>/compressed`."""
+    if compressed and not image_topic.rstrip("/").endswith("/compressed"):
+        return image_topic.rstrip("/") + "/compressed"
+    return image_topic
+
+
 def is_compressed(msg: Any) -> bool:
     """True for a CompressedImage-like message (has `format`, no `encoding`)."""
     return hasattr(msg, "format") and not hasattr(msg, "encoding")

@@ -225,7 +225,7 @@ NODE_ONLY = {
     "frame_pose_in_map": "test_pipeline.py::test_initial_pose_is_the_base_pose_with_moved_covariance",
     "move_pose_covariance": "test_pipeline.py::test_initial_pose_is_the_base_pose_with_moved_covariance",
     "ScenePrediction": "test_pipeline.py::test_cloud_stride_and_on_demand",
-    "EQUIDISTANT": "test_pipeline.py::test_distortion_is_handled_like_replay",
+    "same_camera": "test_pipeline.py::test_distortion_is_handled_like_replay",
     "MessageFactory": "test_pipeline.py::test_localizes_and_builds_pose_covariance_and_cloud",
     "header_stamp_ns": "test_runtime.py::test_intake_counts_rate_skips_and_drops",
     "as_factory": "test_runtime.py::test_diagnostic_array_round_trips_through_cdr",

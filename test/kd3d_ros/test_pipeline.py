@@ -247,7 +247,7 @@ def test_distortion_is_handled_like_replay(query_frames):
     pipeline.set_camera_info(_info_msg(fisheye))  # the same calibration again: the remap tables are kept
     pipeline.process(_image_msg(frame))
     np.testing.assert_array_equal(predictor.seen[0], Undistorter(fisheye).rgb(frame.rgb))
-    assert pipeline._undistorter is not None and pipeline._undistorter.model is pipeline._camera_state[0]
+    assert pipeline._input._undistorter is not None and pipeline._input._undistorter.model is pipeline._camera_state[0]
     plumb = CameraModel(frame.camera.K, frame.camera.size, "plumb_bob", np.array([0.1, -0.05, 0.0, 0.0, 0.0]))
     pipeline.set_camera_info(_info_msg(plumb))
     pipeline.process(_image_msg(frame))
