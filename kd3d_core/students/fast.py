@@ -228,25 +228,24 @@ class KnnHead(nn.Module):
         n, k = z.shape[0], self.centroids.shape[0]
         probe = min(self.probe, k)
         keys = self._float_keys()
-        lists = (z @ self.centroids.T).topk(probe, dim=1).indices.reshape(-1)
+        lists_NP = (z @ self.centroids.T).topk(probe, dim=1).indices
+        lists = lists_NP.reshape(-1)
         order = torch.argsort(lists)
-        query_of = torch.arange(n, device=z.device).repeat_interleave(probe)[order]
+        # (cell, probed list) pairs grouped by list: each list's queries are one contiguous slice (a view) and its
+        # best match goes into the pairs' slots. The per-list loop is the hot path (~K iterations per frame), so
+        # it does one product and one max; merging the probes per cell is vectorised (_best_of_probes).
+        z_pairs = z[torch.arange(n, device=z.device).repeat_interleave(probe)[order]]
         ends = torch.bincount(lists, minlength=k).cumsum(0).tolist()
         offsets = self.offsets.tolist()
-        best_sim = torch.full((n,), -2.0, device=z.device)
-        best_idx = torch.zeros(n, dtype=torch.long, device=z.device)
+        sim_P = torch.full((n * probe,), -2.0, device=z.device)
+        idx_P = torch.zeros(n * probe, dtype=torch.long, device=z.device)
         start = 0
         for c, end in enumerate(ends):
-            if end == start or offsets[c + 1] == offsets[c]:
-                start = end
-                continue
-            q = query_of[start:end]
-            sim, idx = (z[q] @ keys[offsets[c]:offsets[c + 1]].T).max(dim=1)
-            better = sim.float() > best_sim[q]
-            best_sim[q] = torch.where(better, sim.float(), best_sim[q])
-            best_idx[q] = torch.where(better, idx + offsets[c], best_idx[q])
+            if end > start and offsets[c + 1] > offsets[c]:
+                sim_P[start:end], idx_P[start:end] = (z_pairs[start:end] @ keys[offsets[c]:offsets[c + 1]].T).max(dim=1)
             start = end
-        return best_sim, best_idx
+        idx_P += self.offsets[lists[order]]
+        return _best_of_probes(sim_P, idx_P, order, lists_NP)
 
     def lookup(self, features_NC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised points (N, 3) and cosine similarity (N,) of the nearest stored cell."""
@@ -262,6 +261,26 @@ class KnnHead(nn.Module):
         points_N3, sim_N = self.lookup(features_BChw.permute(0, 2, 3, 1).reshape(-1, C))
         conf = ((sim_N + 1) / 2).clamp(0, 1)
         return points_N3.reshape(B, h, w, 3).permute(0, 3, 1, 2), conf.reshape(B, h, w)
+
+
+def _best_of_probes(sim_P: torch.Tensor, idx_P: torch.Tensor, order: torch.Tensor,
+                    lists_NP: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per cell, the best of its probed lists' matches (pairs given in `order`, grouped by list).
+
+    Ties go to the lowest list id and NaN never wins, exactly as a scan over the lists in id order would pick.
+    """
+    n, probe = lists_NP.shape
+    sim_NP = torch.empty_like(sim_P).index_copy_(0, order, sim_P).reshape(n, probe)
+    idx_NP = torch.empty_like(idx_P).index_copy_(0, order, idx_P).reshape(n, probe)
+    by_list = lists_NP.argsort(dim=1)
+    sim_NP, idx_NP = sim_NP.gather(1, by_list), idx_NP.gather(1, by_list)
+    best_sim = torch.full((n,), -2.0, device=sim_P.device)
+    best_idx = torch.zeros(n, dtype=torch.long, device=sim_P.device)
+    for j in range(probe):
+        better = sim_NP[:, j] > best_sim
+        best_sim = torch.where(better, sim_NP[:, j], best_sim)
+        best_idx = torch.where(better, idx_NP[:, j], best_idx)
+    return best_sim, best_idx
 
 
 class FastStudent(nn.Module):
