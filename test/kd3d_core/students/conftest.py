@@ -1,13 +1,8 @@
-"""Student tests run torch on one thread: the dev/CI CPU is shared, and two OpenMP threads on a loaded 2-core
-machine run far slower than one."""
+"""Student tests run torch on one thread (see the one_torch_thread fixture in test/conftest.py)."""
 import pytest
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs torch on one thread (see test/conftest.py)."""
     yield
-    torch.set_num_threads(old)

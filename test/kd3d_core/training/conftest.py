@@ -34,11 +34,6 @@ def tiny_scene(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    """The CI/dev CPU is shared: two OpenMP threads on a loaded 2-core machine run ~100x slower than one."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
+    """Every test here runs torch on one thread (see test/conftest.py)."""
     yield
-    torch.set_num_threads(old)
