@@ -9,19 +9,37 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from kd3d_core import __version__
 from kd3d_core.errors import Kd3dError
+from kd3d_core.failures import debug_enabled, describe_failure, one_line
 
 # Subcommands in help order; a name whose module does not exist yet is reported as not available.
 COMMANDS = ("synth", "ingest", "info", "teach", "train", "distill", "export", "localize", "evaluate", "replay",
             "demo", "bench")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with kd3d's failure contract: a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: raised in the main thread so `finally` blocks remove temporary outputs."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (all available subcommands)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kd3d", description="Camera relocalization by knowledge distillation (DUSt3R teacher -> small student).")
     parser.add_argument("--version", action="version", version=f"kd3d {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -45,20 +63,49 @@ def _not_available(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run one subcommand, turn kd3d errors into one line on stderr and a non-zero exit."""
+    """Parse arguments and run one subcommand.
+
+    Every failure ends as ONE line on stderr and a non-zero exit status: 1 for errors (kd3d's own with their
+    message; anything else translated by kd3d_core.failures), 2 for usage errors, 130 / 143 when interrupted
+    or terminated (temporary outputs are removed on the way out). KD3D_DEBUG=1 shows the traceback instead.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    prefix = f"kd3d {args.command}"
     try:
         return int(args.handler(args) or 0)
     except Kd3dError as err:
-        print(f"kd3d {args.command}: error: {err}", file=sys.stderr)
+        if debug_enabled():
+            raise
+        print(f"{prefix}: error: {one_line(err, 600)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"kd3d {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{prefix}: terminated", file=sys.stderr)
+        return 143
+    except BrokenPipeError:
+        # The reader of our output went away (`kd3d info ... | head`): nothing left to say to anyone.
+        return 1
+    except Exception as err:  # noqa: BLE001 - the one place where every other failure becomes one line
+        if debug_enabled():
+            raise
+        print(f"{prefix}: error: {describe_failure(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

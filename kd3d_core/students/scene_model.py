@@ -98,10 +98,10 @@ class SceneModel:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto'/None -> CUDA when present, else CPU; anything else as given."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """'auto'/None -> CUDA when present, else CPU; ConfigError for a device that is misspelt or not present."""
+    from kd3d_core.config_utils import check_device
+
+    return torch.device(check_device("auto" if device is None else str(device)))
 
 
 def load_scene_model(path: Path | str, device: str | torch.device | None = "auto") -> SceneModel:
