@@ -7,15 +7,14 @@ listeners require to receive static transforms from a player.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kd3d_core.bags.reader import BagStorage
 from kd3d_core.errors import BagError, Kd3dError
+from kd3d_core.io_utils import replace_output, staging_dir
 from kd3d_core.messages.factory import TypestoreFactory, ros1_typestore, ros2_typestore
 
 ROSBAG2_VERSION = 8
@@ -66,21 +65,18 @@ class BagWriter:
         path = Path(path)
         if path.exists() and not overwrite:
             raise BagError(f"output bag {path} already exists (pass --overwrite to replace it)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-        tmp = tmp_dir / path.name
-        try:
+        # staging_dir: permissions follow the umask, leftovers of killed runs are swept, concurrent writers refused.
+        with staging_dir(path) as tmp_dir:
+            tmp = tmp_dir / path.name
             rosbags_writer = _open_rosbags_writer(tmp, storage)
             if storage is not BagStorage.ROS1:
                 # A non-empty custom_data map: readers that parse it (metadata version >= 6) get a map, not null.
                 rosbags_writer.set_custom_data("writer", "kd3d")
             with rosbags_writer:
                 yield cls(rosbags_writer, storage)
-            if path.exists():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+            if path.exists() and not path.is_symlink() and path.is_dir() != tmp.is_dir():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()  # --overwrite across storage kinds
+            replace_output(tmp, path)
 
     def write(self, topic: str, msg: Any, log_ns: int) -> None:
         """Serialise and write one message (type from the message's __msgtype__) at log time `log_ns`."""
