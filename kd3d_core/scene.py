@@ -22,7 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kd3d_core.errors import SceneError
+from kd3d_core.errors import MessageError, SceneError
+from kd3d_core.geometry import is_valid_pose
+from kd3d_core.messages.images import check_image_size, encoded_image_size
 
 KD3D_META = "kd3d.json"
 TIMESTAMPS = "timestamps.txt"
@@ -51,6 +53,8 @@ class Frame:
         world_T_cam: 4x4 pose or None when unknown.
         stamp_ns: acquisition time in nanoseconds, when known.
         invalid_depth: PNG value meaning "no depth" besides 0 (7Scenes uses 65535).
+        color_size: (w, h) the scene says colour images have; checked against each file's header before decoding.
+        depth_size: (w, h) the scene says depth images have (None: the colour size).
     """
 
     name: str
@@ -62,37 +66,86 @@ class Frame:
     world_T_cam: np.ndarray | None = None
     stamp_ns: int | None = None
     invalid_depth: int | None = None
+    color_size: tuple[int, int] | None = None
+    depth_size: tuple[int, int] | None = None
 
     def load_rgb(self) -> np.ndarray:
-        """Colour image as RGB uint8 (h, w, 3)."""
-        bgr = cv2.imread(str(self.color_path), cv2.IMREAD_COLOR)
+        """Colour image as RGB uint8 (h, w, 3); SceneError for an unreadable file or one of the wrong size."""
+        _check_header(self.color_path, self.color_size, "colour image")
+        bgr = _imread(self.color_path, cv2.IMREAD_COLOR)
         if bgr is None:
             raise SceneError(f"cannot read colour image {self.color_path}")
+        if self.color_size is not None and bgr.shape[1::-1] != tuple(self.color_size):
+            raise SceneError(f"colour image {self.color_path} is {bgr.shape[1]}x{bgr.shape[0]}, the scene's info "
+                             f"says {self.color_size[0]}x{self.color_size[1]}")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     def load_depth(self) -> np.ndarray | None:
-        """Depth in metres, float32 (h, w) at the depth image's own resolution; 0 = invalid; None if absent."""
+        """Depth in metres, float32 (h, w) at the depth image's own resolution; 0 = invalid; None if absent.
+
+        Only 16-bit single-channel PNGs are depth (an 8-bit PNG would be read as 0..255 "millimetres").
+        """
         if self.depth_path is None:
             return None
-        raw = cv2.imread(str(self.depth_path), cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.ndim != 2:
+        _check_header(self.depth_path, None, "depth image")
+        raw = _imread(self.depth_path, cv2.IMREAD_UNCHANGED)
+        if raw is None:
             raise SceneError(f"cannot read depth image {self.depth_path}")
+        if raw.ndim != 2 or raw.dtype != np.uint16:
+            raise SceneError(f"depth image {self.depth_path} is {raw.dtype} with {1 if raw.ndim == 2 else raw.shape[2]}"
+                             " channel(s); depth must be a 16-bit single-channel PNG (value = metres x depth shift)")
         depth = raw.astype(np.float32) / np.float32(self.depth_shift)
         if self.invalid_depth is not None:
             depth[raw == self.invalid_depth] = 0.0
         return depth
 
     def load_depth_for_color(self, color_size_wh: tuple[int, int]) -> np.ndarray | None:
-        """Depth resampled (nearest) onto the colour image grid; assumes registered depth (identity extrinsic)."""
+        """Depth resampled (nearest) onto the colour image grid; assumes registered depth (identity extrinsic).
+
+        Only a depth image of the colour size, or of the scene's declared depth size with the colour image's
+        aspect ratio, is resampled; any other size is refused rather than stretched.
+        """
         depth = self.load_depth()
         if depth is None or depth.shape[::-1] == tuple(color_size_wh):
             return depth
+        h, w = depth.shape
+        cw, ch = color_size_wh
+        declared = self.depth_size is not None and (w, h) == tuple(self.depth_size)
+        if not declared or abs(w * ch - h * cw) > 0.01 * w * ch:
+            raise SceneError(f"depth image {self.depth_path} is {w}x{h}, which is neither the colour size {cw}x{ch} "
+                             "nor the scene's depth size with the same aspect ratio; refusing to stretch it")
         return cv2.resize(depth, color_size_wh, interpolation=cv2.INTER_NEAREST)
 
     @property
     def has_pose(self) -> bool:
         """True when the frame has a known, finite pose."""
         return self.world_T_cam is not None
+
+
+def _check_header(path: Path, expected_wh: tuple[int, int] | None, what: str) -> None:
+    """Refuse an image whose header claims a size that is absurd or not the scene's, before decoding it."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 18)
+    except OSError as err:
+        raise SceneError(f"cannot read {what} {path}: {err.strerror}") from err
+    size = encoded_image_size(head)
+    if size is None:
+        return
+    try:
+        check_image_size(*size, what=f"{what} {path}")
+    except MessageError as err:
+        raise SceneError(str(err)) from None
+    if expected_wh is not None and tuple(size) != tuple(expected_wh):
+        raise SceneError(f"{what} {path} is {size[0]}x{size[1]}, the scene's info says "
+                         f"{expected_wh[0]}x{expected_wh[1]}")
+
+
+def _imread(path: Path, flags: int) -> np.ndarray | None:
+    try:
+        return cv2.imread(str(path), flags)
+    except cv2.error as err:
+        raise SceneError(f"cannot decode image {path}: {' '.join(str(err).split())[:160]}") from err
 
 
 @dataclass(frozen=True)
@@ -151,36 +204,89 @@ def open_scene(path: Path | str) -> Scene:
 
 
 def read_pose_file(path: Path) -> np.ndarray | None:
-    """A 4x4 pose text file; None when it holds INF/NaN (unknown pose)."""
+    """A 4x4 pose text file; None when it holds INF/NaN (unknown pose); SceneError when it is not rigid."""
     try:
+        if path.stat().st_size > 1 << 16:
+            raise SceneError(f"pose file {path} is {path.stat().st_size} bytes; a 4x4 pose is a few hundred")
         values = np.array(path.read_text().split(), dtype=np.float64)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, UnicodeDecodeError) as err:
         raise SceneError(f"cannot read pose file {path}: {err}") from err
     if values.size != 16:
         raise SceneError(f"pose file {path} has {values.size} numbers, expected 16")
     T = values.reshape(4, 4)
-    return T if np.all(np.isfinite(T)) else None
+    if not np.all(np.isfinite(T)):
+        return None
+    if not is_valid_pose(T):
+        raise SceneError(f"pose file {path} is not a rigid transform (rotation not orthonormal with det 1, or last "
+                         "row not 0 0 0 1)")
+    return T
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SceneError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from err
 
 
 def parse_info_txt(path: Path) -> dict[str, str]:
     """info.txt as a key -> raw value dictionary."""
     out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+    for line in _read_text(path).splitlines():
         if "=" in line:
             key, value = line.split("=", 1)
             out[key.strip()] = value.strip()
     return out
 
 
+def _info_number(info: dict[str, str], key: str, kind: type, default: float | None = None) -> float:
+    """A finite number from info.txt (SceneError naming the key otherwise)."""
+    if key not in info:
+        if default is None:
+            raise SceneError(f"info.txt has no {key}")
+        return default
+    try:
+        value = kind(float(info[key])) if kind is int else float(info[key])
+    except (ValueError, OverflowError):
+        raise SceneError(f"info.txt {key} = {info[key]!r} is not a number") from None
+    if not np.isfinite(value) or (kind is int and float(info[key]) != value):
+        raise SceneError(f"info.txt {key} = {info[key]!r} is not a finite {kind.__name__}")
+    return value
+
+
+def _info_size(info: dict[str, str], prefix: str, required: bool) -> tuple[int, int] | None:
+    """(w, h) from m_{prefix}Width / m_{prefix}Height; None when absent or 0 x 0 (optional sizes only)."""
+    wkey, hkey = f"m_{prefix}Width", f"m_{prefix}Height"
+    if not required and wkey not in info and hkey not in info:
+        return None
+    w, h = int(_info_number(info, wkey, int)), int(_info_number(info, hkey, int))
+    if not required and w == 0 and h == 0:
+        return None
+    try:
+        check_image_size(w, h, f"info.txt {wkey} x {hkey}")
+    except MessageError as err:
+        raise SceneError(str(err)) from None
+    return w, h
+
+
 def _matrix_from_info(info: dict[str, str], key: str) -> np.ndarray | None:
+    """A 3x3 pinhole K from a 16- or 9-number info.txt entry; SceneError unless finite with positive focals."""
     if key not in info:
         return None
-    vals = np.array(info[key].split(), dtype=np.float64)
+    try:
+        vals = np.array(info[key].split(), dtype=np.float64)
+    except ValueError:
+        raise SceneError(f"info.txt {key} holds something that is not a number: {info[key][:80]!r}") from None
     if vals.size == 16:
-        return vals.reshape(4, 4)[:3, :3]
-    if vals.size == 9:
-        return vals.reshape(3, 3)
-    raise SceneError(f"info.txt key {key} has {vals.size} numbers, expected 16")
+        K = vals.reshape(4, 4)[:3, :3]
+    elif vals.size == 9:
+        K = vals.reshape(3, 3)
+    else:
+        raise SceneError(f"info.txt key {key} has {vals.size} numbers, expected 16")
+    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise SceneError(f"info.txt {key} is not a calibrated pinhole matrix (fx={K[0, 0]}, fy={K[1, 1]}; "
+                         "focal lengths must be finite and positive)")
+    return K
 
 
 def _read_kd3d_meta(root: Path) -> dict:
@@ -188,9 +294,13 @@ def _read_kd3d_meta(root: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise SceneError(f"{path} is not valid JSON: {err}") from err
+        meta = json.loads(_read_text(path))
+    except (json.JSONDecodeError, RecursionError) as err:
+        detail = err if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+        raise SceneError(f"{path} is not valid JSON: {detail}") from None
+    if not isinstance(meta, dict):
+        raise SceneError(f"{path} must hold a JSON object, not {type(meta).__name__}")
+    return meta
 
 
 def _read_timestamps(root: Path) -> dict[str, int]:
@@ -198,47 +308,84 @@ def _read_timestamps(root: Path) -> dict[str, int]:
     if not path.is_file():
         return {}
     stamps = {}
-    for line in path.read_text().splitlines():
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
         parts = line.split()
-        if len(parts) == 2:
-            stamps[parts[0]] = int(parts[1])
+        if not parts or parts[0].startswith("#"):
+            continue
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            stamp = int(parts[1])
+        except ValueError:
+            raise SceneError(f"{path}:{lineno}: expected `frame-name stamp_ns` (an integer), got {line[:80]!r}") \
+                from None
+        if stamp < 0 or stamp >= 1 << 63:
+            raise SceneError(f"{path}:{lineno}: stamp {stamp} is out of range")
+        stamps[parts[0]] = stamp
     return stamps
 
 
 _SPLIT_RE = re.compile(r"sequence(\d+)\s*\[frames=(\d+)\]\s*\[start=(\d+)\s*;\s*end=(\d+)\]")
+_FRAME_RE = re.compile(r"^frame-(\d+)$")
 
 
 def _splits_from_split_txt(path: Path, names: list[str]) -> dict[Split, tuple[str, ...]]:
-    """12Scenes split.txt: sequence0 is the test (query) range, the other sequences are training (mapping)."""
-    index = {int(n.split("-")[-1]): n for n in names}
+    """12Scenes split.txt: sequence0 is the test (query) range, the other sequences are training (mapping).
+
+    A range's frames are looked up among the frames present (never enumerated: `end` can be any number); a
+    range that claims more frames than data/ holds is an error, not silently shortened.
+    """
+    index = {int(_FRAME_RE.match(n).group(1)): n for n in names}
+    numbers = sorted(index)
     mapping, query = [], []
-    for m in _SPLIT_RE.finditer(path.read_text()):
-        seq, start, end = int(m.group(1)), int(m.group(3)), int(m.group(4))
-        chosen = [index[i] for i in range(start, end + 1) if i in index]
+    for m in _SPLIT_RE.finditer(_read_text(path)):
+        seq, claimed, start, end = (int(g) for g in m.groups())
+        if end < start:
+            raise SceneError(f"{path}: sequence{seq} ends ({end}) before it starts ({start})")
+        lo, hi = np.searchsorted(numbers, start), np.searchsorted(numbers, end, side="right")
+        chosen = [index[i] for i in numbers[lo:hi]]
+        if len(chosen) < min(claimed, end - start + 1):
+            raise SceneError(f"{path}: sequence{seq} names {min(claimed, end - start + 1)} frames ({start}..{end}) "
+                             f"but data/ holds {len(chosen)} of them")
         (query if seq == 0 else mapping).extend(chosen)
     return {Split.MAPPING: tuple(mapping), Split.QUERY: tuple(query)}
 
 
-def _open_12scenes(root: Path) -> Scene:
-    try:
-        info = parse_info_txt(root / "info.txt")
-        color_size = (int(info["m_colorWidth"]), int(info["m_colorHeight"]))
-        K = _matrix_from_info(info, "m_calibrationColorIntrinsic")
-    except (KeyError, ValueError) as err:
-        raise SceneError(f"{root / 'info.txt'} is missing or has a bad key: {err}") from err
-    if K is None:
-        raise SceneError(f"{root / 'info.txt'} has no m_calibrationColorIntrinsic")
-    K_depth = _matrix_from_info(info, "m_calibrationDepthIntrinsic")
-    depth_size = (int(info["m_depthWidth"]), int(info["m_depthHeight"])) if "m_depthWidth" in info else None
-    depth_shift = float(info.get("m_depthShift", 1000))
-    meta = _read_kd3d_meta(root)
-    stamps = _read_timestamps(root)
+def _splits_from_meta(meta: dict, names: list[str], path: Path) -> dict[Split, tuple[str, ...]]:
+    """kd3d.json `splits`: {"mapping": [...], "query": [...]}; every name must be a frame of the scene."""
+    raw = meta["splits"]
+    if not isinstance(raw, dict):
+        raise SceneError(f"{path}: `splits` must be an object of name lists")
+    known = set(names)
+    splits: dict[Split, tuple[str, ...]] = {}
+    for key, value in raw.items():
+        try:
+            which = Split(key)
+        except ValueError:
+            raise SceneError(f"{path}: unknown split {key!r} (use mapping, query)") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SceneError(f"{path}: split {key!r} must be a list of frame names")
+        missing = [v for v in value if v not in known]
+        if missing:
+            raise SceneError(f"{path}: split {key!r} names {len(missing)} frame(s) that data/ does not hold, "
+                             f"e.g. {missing[:3]}")
+        if len(set(value)) != len(value):
+            raise SceneError(f"{path}: split {key!r} lists a frame more than once")
+        splits[which] = tuple(value)
+    return splits
+
+
+def _frames_12scenes(root: Path, K: np.ndarray, K_depth: np.ndarray | None, depth_shift: float,
+                     color_size: tuple[int, int], depth_size: tuple[int, int] | None) -> list[Frame]:
     data = root / "data"
     if not data.is_dir():
         raise SceneError(f"scene {root} has no data/ folder")
+    stamps = _read_timestamps(root)
     frames = []
     for color in sorted(list(data.glob("frame-*.color.jpg")) + list(data.glob("frame-*.color.png"))):
         name = color.name.split(".")[0]
+        if not _FRAME_RE.match(name):
+            raise SceneError(f"{color}: frame files must be named frame-NUMBER.color.(jpg|png)")
         pose_path = data / f"{name}.pose.txt"
         depth_path = data / f"{name}.depth.png"
         frames.append(Frame(
@@ -246,18 +393,40 @@ def _open_12scenes(root: Path) -> Scene:
             depth_path=depth_path if depth_path.is_file() else None,
             K_depth=K_depth if K_depth is not None else K, depth_shift=depth_shift,
             world_T_cam=read_pose_file(pose_path) if pose_path.is_file() else None,
-            stamp_ns=stamps.get(name)))
+            stamp_ns=stamps.get(name), color_size=color_size, depth_size=depth_size))
     frames.sort(key=lambda f: f.name)
     names = [f.name for f in frames]
+    if len(set(names)) != len(names):
+        raise SceneError(f"scene {root} holds a frame as both .color.jpg and .color.png")
+    return frames
+
+
+def _open_12scenes(root: Path) -> Scene:
+    info = parse_info_txt(root / "info.txt")
+    color_size = _info_size(info, "color", required=True)
+    depth_size = _info_size(info, "depth", required=False)
+    K = _matrix_from_info(info, "m_calibrationColorIntrinsic")
+    if K is None:
+        raise SceneError(f"{root / 'info.txt'} has no m_calibrationColorIntrinsic")
+    K_depth = _matrix_from_info(info, "m_calibrationDepthIntrinsic")
+    depth_shift = _info_number(info, "m_depthShift", float, default=1000.0)
+    if depth_shift <= 0:
+        raise SceneError(f"info.txt m_depthShift = {info['m_depthShift']!r} must be > 0 (depth PNG value per metre)")
+    meta = _read_kd3d_meta(root)
+    frames = _frames_12scenes(root, K, K_depth, depth_shift, color_size, depth_size)
+    names = [f.name for f in frames]
     if "splits" in meta:
-        splits = {Split(k): tuple(v) for k, v in meta["splits"].items()}
+        splits = _splits_from_meta(meta, names, root / KD3D_META)
     elif (root / "split.txt").is_file():
         splits = _splits_from_split_txt(root / "split.txt", names)
     else:
         splits = {Split.MAPPING: tuple(names), Split.QUERY: ()}
+    world_frame = meta.get("world_frame", "map")
+    if not isinstance(world_frame, str) or not world_frame:
+        raise SceneError(f"{root / KD3D_META}: world_frame must be a non-empty string")
     scene_info = SceneInfo(color_size=color_size, K=K, depth_size=depth_size, K_depth=K_depth,
                            depth_shift=depth_shift, sensor=info.get("m_sensorName", "unknown"),
-                           world_frame=meta.get("world_frame", "map"), layout="12scenes",
+                           world_frame=world_frame, layout="12scenes",
                            extra={k: v for k, v in meta.items() if k not in ("splits", "world_frame")})
     return Scene(root=root, info=scene_info, frames=tuple(frames), splits=splits)
 
@@ -267,7 +436,7 @@ def _read_7scenes_split(root: Path, filename: str) -> list[str]:
     if not path.is_file():
         return []
     seqs = []
-    for line in path.read_text().split():
+    for line in _read_text(path).split():
         m = re.search(r"(\d+)", line)
         if m:
             seqs.append(f"seq-{int(m.group(1)):02d}")
@@ -286,7 +455,8 @@ def _open_7scenes(root: Path) -> Scene:
             pose = seq / f"{stem}.pose.txt"
             frames.append(Frame(name=name, color_path=color, K=SEVEN_SCENES_K,
                                 depth_path=depth if depth.is_file() else None, K_depth=SEVEN_SCENES_K,
-                                depth_shift=1000.0, invalid_depth=65535,
+                                depth_shift=1000.0, invalid_depth=65535, color_size=(640, 480),
+                                depth_size=(640, 480),
                                 world_T_cam=read_pose_file(pose) if pose.is_file() else None))
             seq_of[name] = seq.name
     if not frames:

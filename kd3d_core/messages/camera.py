@@ -12,6 +12,7 @@ import numpy as np
 
 from kd3d_core.errors import MessageError
 from kd3d_core.messages.factory import as_factory, build_header
+from kd3d_core.messages.images import check_image_size
 
 PLUMB_BOB = "plumb_bob"
 RATIONAL_POLYNOMIAL = "rational_polynomial"
@@ -62,9 +63,11 @@ def camera_info_to_model(msg: Any) -> CameraModel:
         raise MessageError(f"CameraInfo K is not a calibrated pinhole matrix (fx={K[0, 0]}, fy={K[1, 1]}); "
                            "the camera is uncalibrated — pass --K fx fy cx cy")
     width, height = int(msg.width), int(msg.height)
-    if width <= 0 or height <= 0:
-        raise MessageError(f"CameraInfo has an empty image size {width}x{height}")
+    # Undistortion maps are allocated from this size: bound it before anything trusts it.
+    check_image_size(width, height, "CameraInfo")
     D = np.asarray(_field(msg, "d"), dtype=np.float64).reshape(-1)
+    if D.size > 64:
+        raise MessageError(f"CameraInfo has {D.size} distortion coefficients; no supported model has more than 14")
     if not np.all(np.isfinite(D)):
         raise MessageError(f"CameraInfo distortion has non-finite values {D.tolist()}")
     model = str(msg.distortion_model)
@@ -78,6 +81,7 @@ def pinhole_model(fx: float, fy: float, cx: float, cy: float, size: tuple[int, i
     K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
     if not np.all(np.isfinite(K)) or fx <= 0 or fy <= 0:
         raise MessageError(f"intrinsics must be finite with positive focal lengths, got {fx} {fy} {cx} {cy}")
+    check_image_size(int(size[0]), int(size[1]), "camera")
     return CameraModel(K=K, size=size, distortion_model=PLUMB_BOB, D=np.zeros(5))
 
 

@@ -30,6 +30,54 @@ _TO_RGB = {"rgb8": None, "bgr8": cv2.COLOR_BGR2RGB, "8UC3": cv2.COLOR_BGR2RGB, "
            "bgra8": cv2.COLOR_BGRA2RGB, "mono8": cv2.COLOR_GRAY2RGB, "8UC1": cv2.COLOR_GRAY2RGB}
 
 
+# Largest image kd3d decodes: 16k pixels a side and 64 Mpixel (an 8k x 8k frame). Sizes come from headers that
+# a corrupt or hostile file can fill with anything, so they are checked BEFORE anything is allocated.
+MAX_IMAGE_SIDE = 16384
+MAX_IMAGE_PIXELS = 1 << 26
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def encoded_image_size(data: bytes | bytearray | memoryview | np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding; None for other formats or a cut header."""
+    buf = bytes(data[:32]) if not isinstance(data, np.ndarray) else data[:32].tobytes()
+    if buf.startswith(_PNG_SIGNATURE) and len(buf) >= 24 and buf[12:16] == b"IHDR":
+        return struct.unpack(">II", buf[16:24])
+    if not buf.startswith(b"\xff\xd8"):
+        return None
+    raw = memoryview(data if not isinstance(data, np.ndarray) else np.ascontiguousarray(data).view(np.uint8)).cast("B")
+    pos = 2
+    while pos + 4 <= len(raw):
+        if raw[pos] != 0xFF:
+            return None
+        marker = raw[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            pos += 2
+            continue
+        length = (raw[pos + 2] << 8) | raw[pos + 3]
+        if marker in _JPEG_SOF and pos + 9 <= len(raw):
+            height = (raw[pos + 5] << 8) | raw[pos + 6]
+            width = (raw[pos + 7] << 8) | raw[pos + 8]
+            return width, height
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image / start of scan before any frame header
+            return None
+        pos += 2 + length
+    return None
+
+
+def check_image_size(width: int, height: int, what: str) -> None:
+    """MessageError unless (width, height) is a positive size kd3d is willing to allocate."""
+    if width <= 0 or height <= 0:
+        raise MessageError(f"{what} has an empty size {width}x{height}")
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        raise MessageError(f"{what} claims {width}x{height} pixels, more than kd3d reads (at most "
+                           f"{MAX_IMAGE_SIDE} a side and {MAX_IMAGE_PIXELS >> 20} Mpixel); the file is corrupt or "
+                           "not a camera image")
+
+
 class ImageFields(NamedTuple):
     """The payload fields of a sensor_msgs/Image (everything but the header)."""
 
@@ -64,8 +112,7 @@ def image_to_array(msg: Any) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     row_bytes = width * channels * dtype.itemsize
     data = _bytes_of(msg.data)
-    if height <= 0 or width <= 0:
-        raise MessageError(f"image has an empty size {width}x{height}")
+    check_image_size(width, height, f"image ({encoding})")
     if step < row_bytes:
         raise MessageError(f"image step {step} is smaller than width x pixel size = {row_bytes} ({encoding})")
     if data.size < step * (height - 1) + row_bytes:
@@ -116,7 +163,14 @@ def decode_image_depth(msg: Any) -> np.ndarray:
 
 def _imdecode(msg: Any, flags: int, offset: int = 0) -> np.ndarray:
     data = _bytes_of(msg.data)[offset:]
-    image = cv2.imdecode(data, flags) if data.size else None
+    size = encoded_image_size(data) if data.size else None
+    if size is not None:
+        check_image_size(*size, what=f"compressed image (format {str(msg.format)!r})")
+    try:
+        image = cv2.imdecode(data, flags) if data.size else None
+    except cv2.error as err:
+        raise MessageError(f"cannot decode compressed image (format {str(msg.format)!r}): "
+                           f"{' '.join(str(err).split())[:160]}") from err
     if image is None:
         raise MessageError(f"cannot decode compressed image (format {str(msg.format)!r}, {data.size} bytes)")
     return image

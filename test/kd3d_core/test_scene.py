@@ -81,7 +81,7 @@ def test_open_scene_errors(tmp_path):
     with pytest.raises(SceneError, match="not a scene folder"):
         open_scene(tmp_path)
     (tmp_path / "info.txt").write_text("m_colorWidth = 32\n")
-    with pytest.raises(SceneError, match="bad key"):
+    with pytest.raises(SceneError, match="no m_colorHeight"):
         open_scene(tmp_path)
 
 
