@@ -10,12 +10,18 @@ Layout (a valid safetensors file, readable by any safetensors reader):
 Loading never unpickles: safetensors parses a JSON header and raw tensor bytes only. A file with a wrong
 format version, a metadata key missing, a tensor missing/extra/of the wrong shape (e.g. tampered config), or
 tensor bytes that do not match their digest raises ModelError naming the problem.
+
+Every size in the metadata is a claim: it is bounded, and the network it describes is first built on the `meta`
+device (no memory) so that its tensor names, shapes and dtypes can be compared with the safetensors header
+before anything is allocated. Only then is the real network built and the weights read (bounded by the file).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,15 @@ FORMAT_NAME = "kd3d-scene-model"
 FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_INPUT_SIDE = 4096
+MAX_INPUT_PIXELS = 1 << 22
+_REPEAT_FIELD = re.compile(r"(blocks|layers|depth|heads|repeats)$")
+_MAX_REPEATS = 256
+_MAX_INT = 1 << 31
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+              torch.bool: "BOOL"}
 
 
 @dataclass(frozen=True)
@@ -101,11 +116,12 @@ _REQUIRED = ("architecture", "config", "input_size", "output_stride", "coord_mea
 
 
 def meta_from_json(text: str, source: str = "model file") -> ModelMeta:
-    """Parse and validate the JSON metadata of a model file."""
+    """Parse and validate the JSON metadata of a model file (types, finite numbers, bounded sizes)."""
     try:
         d = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ModelError(f"{source}: metadata is not valid JSON: {err}") from err
+    except (json.JSONDecodeError, RecursionError) as err:
+        detail = err if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+        raise ModelError(f"{source}: metadata is not valid JSON: {detail}") from None
     if not isinstance(d, dict):
         raise ModelError(f"{source}: metadata is not a JSON object")
     version = d.get("format_version")
@@ -121,11 +137,55 @@ def meta_from_json(text: str, source: str = "model file") -> ModelMeta:
             if key in d:
                 d[key] = tuple(float(v) if key != "input_size" else int(v) for v in d[key])
         meta = ModelMeta(**{k: v for k, v in d.items() if k in known})
-        if len(meta.input_size) != 2 or len(meta.coord_mean) != 3 or not float(meta.coord_scale) > 0:
-            raise ValueError("input_size needs 2 values, coord_mean 3, coord_scale > 0")
-    except (TypeError, ValueError) as err:
+        _check_meta_values(meta)
+    except (TypeError, ValueError, OverflowError) as err:
         raise ModelError(f"{source}: invalid metadata: {err}") from err
     return meta
+
+
+def _check_meta_values(meta: ModelMeta) -> None:
+    """ValueError unless every metadata value has the right type, is finite and is within sane bounds."""
+    if not isinstance(meta.architecture, str) or not isinstance(meta.config, dict):
+        raise ValueError("architecture must be a name and config an object")
+    if not isinstance(meta.world_frame, str) or not meta.world_frame:
+        raise ValueError("world_frame must be a non-empty string")
+    if len(meta.input_size) != 2 or len(meta.coord_mean) != 3 or len(meta.input_mean) != 3 or \
+            len(meta.input_std) != 3:
+        raise ValueError("input_size needs 2 values, coord_mean, input_mean and input_std 3 each")
+    w, h = meta.input_size
+    if not (0 < w <= MAX_INPUT_SIDE and 0 < h <= MAX_INPUT_SIDE and w * h <= MAX_INPUT_PIXELS):
+        raise ValueError(f"input_size {w}x{h} is outside 1..{MAX_INPUT_SIDE} a side / {MAX_INPUT_PIXELS} pixels")
+    if isinstance(meta.output_stride, bool) or not isinstance(meta.output_stride, int) or \
+            not 1 <= meta.output_stride <= 64:
+        raise ValueError(f"output_stride must be an integer 1..64, got {meta.output_stride!r}")
+    numbers = (*meta.coord_mean, *meta.input_mean, *meta.input_std, meta.coord_scale)
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+        raise ValueError("coord_mean, coord_scale, input_mean and input_std must be finite numbers")
+    if not meta.coord_scale > 0 or min(meta.input_std) <= 0:
+        raise ValueError("coord_scale and input_std must be > 0")
+    if not isinstance(meta.weights_sha256, str) or not _HEX64.match(meta.weights_sha256):
+        raise ValueError("weights_sha256 must be the 64-digit SHA-256 of the weights (an empty or missing digest "
+                         "would skip the integrity check)")
+    for key, value in meta.config.items():
+        _check_config_value(str(key), value)
+
+
+def _check_config_value(key: str, value: Any) -> None:
+    """Bound one architecture option: repeat counts <= 256, other integers < 2^31, lists <= 256 long."""
+    if isinstance(value, (list, tuple)):
+        if len(value) > _MAX_REPEATS:
+            raise ValueError(f"config {key} has {len(value)} entries (at most {_MAX_REPEATS})")
+        for v in value:
+            _check_config_value(key, v)
+        return
+    if isinstance(value, dict):
+        raise ValueError(f"config {key} must not be an object")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"config {key} must be finite, got {value}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        limit = _MAX_REPEATS if _REPEAT_FIELD.search(key) else _MAX_INT
+        if abs(value) > limit:
+            raise ValueError(f"config {key} = {value} is out of range (at most {limit})")
 
 
 def read_model_meta(path: Path | str) -> ModelMeta:
@@ -172,18 +232,51 @@ def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
                              f"needs {tuple(t.shape)} (file tampered with or metadata edited)")
 
 
+def _header_tensors(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, safetensors dtype) of every tensor, from the header alone (nothing allocated)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: (tuple(fh.get_slice(k).get_shape()), str(fh.get_slice(k).get_dtype())) for k in fh.keys()}
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for malformed files
+        raise ModelError(f"{path}: cannot read the weights header: {err}") from err
+
+
+def check_header(meta: ModelMeta, header: dict[str, tuple[tuple[int, ...], str]], source: str) -> None:
+    """ModelError unless the network the metadata describes has exactly the file's tensors (names, shapes,
+    dtypes). Built on the meta device, so a metadata size that lies (knn_size, feature_dim, ...) costs nothing."""
+    try:
+        with torch.device("meta"):
+            expected = build_from_meta(meta).state_dict()
+    except ModelError:
+        raise
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ModelError(f"{source}: model metadata describes an unusable network: {err}") from err
+    check_state(expected, {k: torch.empty(shape, device="meta") for k, (shape, _) in header.items()}, source)
+    for name, t in expected.items():
+        if _ST_DTYPES.get(t.dtype) != header[name][1]:
+            raise ModelError(f"{source}: tensor {name} is {header[name][1]}, the architecture needs "
+                             f"{_ST_DTYPES.get(t.dtype, t.dtype)} (file tampered with or metadata edited)")
+
+
 def load_network(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
-    """Read a `.kd3d` file: the network with its weights (eval mode, on `device`) and its metadata."""
+    """Read a `.kd3d` file: the network with its weights (eval mode, on `device`) and its metadata.
+
+    Sizes are checked against the file's tensor header before the network is built for real, and the weights
+    against their SHA-256 before they are used.
+    """
     from safetensors.torch import load_file
 
     meta = read_model_meta(path)
+    check_header(meta, _header_tensors(Path(path)), str(path))
     net = build_from_meta(meta)
     try:
         state = load_file(str(path), device="cpu")
     except Exception as err:  # noqa: BLE001
         raise ModelError(f"{path}: cannot read weights: {err}") from err
     check_state(net.state_dict(), state, str(path))
-    if meta.weights_sha256 and _digest(state) != meta.weights_sha256:
+    if _digest(state) != meta.weights_sha256:
         raise ModelError(f"{path}: weights do not match their recorded SHA-256 (file corrupted or tampered)")
     net.load_state_dict(state, strict=True)
     return net.eval().to(device), meta
