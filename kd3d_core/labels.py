@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kd3d_core.errors import Kd3dError
+from kd3d_core.geometry import is_valid_pose
 from kd3d_core.io_utils import atomic_file, atomic_write_text
 
 META_FILE = "labels.json"
@@ -64,10 +65,18 @@ def default_labels_dir(scene_root: Path | str, teacher: str) -> Path:
 
 
 class LabelStore:
-    """A folder of per-frame label files plus labels.json."""
+    """A folder of per-frame label files plus labels.json.
 
-    def __init__(self, root: Path | str) -> None:
+    `read_meta` refuses a folder whose teach run never finished (labels.json says complete = false: the run was
+    killed or failed) unless `allow_incomplete`: training on it would silently use a part of the frames.
+    """
+
+    def __init__(self, root: Path | str | LabelStore, allow_incomplete: bool = False) -> None:
+        if isinstance(root, LabelStore):
+            allow_incomplete = allow_incomplete or root.allow_incomplete
+            root = root.root
         self.root = Path(root)
+        self.allow_incomplete = allow_incomplete
 
     def _path(self, name: str) -> Path:
         return self.root / f"{name.replace('/', '__')}.npz"
@@ -81,6 +90,11 @@ class LabelStore:
         if label.points_HW3.shape[:2] != label.conf_HW.shape or label.points_HW3.shape[-1] != 3:
             raise Kd3dError(f"label {label.name}: points {label.points_HW3.shape} and conf {label.conf_HW.shape} "
                             "do not match")
+        if not is_valid_pose(np.asarray(label.world_T_cam, np.float64)):
+            raise Kd3dError(f"label {label.name}: world_T_cam is not a finite rigid transform")
+        K = np.asarray(label.K, np.float64)
+        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise Kd3dError(f"label {label.name}: K is not a finite pinhole matrix with positive focal lengths")
         self.root.mkdir(parents=True, exist_ok=True)
         with atomic_file(self._path(label.name), suffix=".npz") as tmp:
             with open(tmp, "wb") as fh:
@@ -104,8 +118,18 @@ class LabelStore:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.root / META_FILE, json.dumps(d, indent=1) + "\n")
 
-    def read_meta(self) -> LabelsMeta:
-        """Read labels.json."""
+    def read_meta(self, allow_incomplete: bool | None = None) -> LabelsMeta:
+        """Read labels.json; Kd3dError for a folder marked incomplete unless allowed (argument or store flag)."""
+        meta = self._read_meta()
+        allowed = self.allow_incomplete if allow_incomplete is None else allow_incomplete
+        if not allowed and meta.extra.get("complete", True) is False:
+            on_disk = len(self.names())
+            raise Kd3dError(f"labels in {self.root} are incomplete: the `kd3d teach` run that wrote them was "
+                            f"interrupted or failed ({on_disk} frame(s) labelled so far); rerun `kd3d teach` to "
+                            "finish them (it resumes), or allow incomplete labels explicitly")
+        return meta
+
+    def _read_meta(self) -> LabelsMeta:
         path = self.root / META_FILE
         if not path.is_file():
             raise Kd3dError(f"{self.root} holds no labels (no {META_FILE}); run `kd3d teach` first")
@@ -117,7 +141,7 @@ class LabelStore:
             d["label_size"] = tuple(d["label_size"])
             d["failed_frames"] = tuple(d.get("failed_frames", ()))
             return LabelsMeta(**d)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError, AttributeError) as err:
             raise Kd3dError(f"{path} is not a valid labels file: {err}") from err
 
     def names(self) -> list[str]:

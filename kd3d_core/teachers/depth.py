@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from kd3d_core.geometry import backproject_depth, scale_intrinsics, transform_points
+from kd3d_core.errors import Kd3dError
+from kd3d_core.geometry import backproject_depth, is_valid_pose, scale_intrinsics, transform_points
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,18 @@ def depth_confidence(depth_HW: np.ndarray, cfg: DepthTeacherConfig) -> np.ndarra
 
 def depth_label(depth_HW: np.ndarray, K: np.ndarray, world_T_cam: np.ndarray, label_wh: tuple[int, int],
                 cfg: DepthTeacherConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """World points (h, w, 3), confidence (h, w) and K at label resolution from one depth map on the colour grid."""
+    """World points (h, w, 3), confidence (h, w) and K at label resolution from one depth map on the colour grid.
+
+    Raises Kd3dError for inputs that would give plausible-looking garbage: a non-rigid or non-finite pose, or a K
+    that is not finite with positive focal lengths.
+    """
+    K = np.asarray(K, np.float64)
+    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise Kd3dError(f"depth teacher: K must be finite with positive focal lengths, got {K.ravel().tolist()}")
+    if not is_valid_pose(np.asarray(world_T_cam, np.float64)):
+        raise Kd3dError("depth teacher: the frame's pose is not a finite rigid transform")
+    if depth_HW.ndim != 2 or depth_HW.size == 0:
+        raise Kd3dError(f"depth teacher: depth must be a non-empty (h, w) map, got shape {depth_HW.shape}")
     H, W = depth_HW.shape
     conf_full = depth_confidence(depth_HW, cfg)
     good = (conf_full > 0).astype(np.float32)

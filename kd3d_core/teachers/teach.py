@@ -50,7 +50,7 @@ def teach_scene(scene_root: Path | str, config: TeachConfig) -> TeachResult | No
 def start_labels(store: LabelStore, meta: LabelsMeta) -> None:
     """Refuse to mix runs of another teacher or label size in one folder; mark the run as in progress."""
     if (store.root / META_FILE).is_file():
-        old = store.read_meta()
+        old = store.read_meta(allow_incomplete=True)  # resuming an interrupted run is the point
         if (old.teacher, tuple(old.label_size)) != (meta.teacher, tuple(meta.label_size)):
             raise ConfigError(f"{store.root} holds {old.teacher} labels of size {old.label_size}; use another "
                               f"--labels-dir or delete it")
