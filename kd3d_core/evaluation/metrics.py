@@ -11,7 +11,7 @@ from enum import Enum
 import numpy as np
 
 from kd3d_core.errors import Kd3dError
-from kd3d_core.evaluation.poses import Trajectory, canonical_name
+from kd3d_core.evaluation.poses import Trajectory, canonical_name, check_reference
 from kd3d_core.geometry import is_valid_pose, pose_error
 
 # (translation metres, rotation degrees, JSON key)
@@ -130,6 +130,7 @@ def evaluate_trajectories(estimates: Trajectory, reference: Trajectory, mode: Ma
             otherwise by frame name.
         max_dt_s: timestamp tolerance when matching by time.
     """
+    check_reference(reference)
     mode = MatchMode(mode)
     if mode is MatchMode.AUTO:
         by_time = ((estimates.keyed_by_stamp or reference.keyed_by_stamp)
@@ -146,7 +147,8 @@ def evaluate_trajectories(estimates: Trajectory, reference: Trajectory, mode: Ma
     frames, est_poses = [], np.full((len(reference), 4, 4), np.nan)
     for ref_i, est_i in enumerate(match):
         name = reference.names[ref_i]
-        if est_i < 0 or not is_valid_pose(estimates.poses[est_i]):
+        # A missing, non-finite or non-rigid estimate, or an unknown (NaN) reference pose: the frame failed.
+        if est_i < 0 or not is_valid_pose(estimates.poses[est_i]) or not is_valid_pose(reference.poses[ref_i]):
             frames.append(FrameError(name, float("inf"), float("inf")))
             continue
         est_poses[ref_i] = estimates.poses[est_i]

@@ -9,7 +9,6 @@ All three are read into one `Trajectory` of world_T_cam poses (camera-to-world, 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -21,6 +20,8 @@ from kd3d_core.geometry import invert_pose, is_valid_pose, matrix_to_quat_xyzw, 
 from kd3d_core.io_utils import atomic_dir, atomic_write_text
 from kd3d_core.scene import open_scene, read_pose_file
 
+# A line whose numbers are not all finite is kept as an unknown pose (the frame counts as a failure), not dropped.
+_UNKNOWN = np.full((4, 4), np.nan)
 _NAME_SUFFIXES = (".color.png", ".color.jpg", ".color.jpeg", ".pose.txt", ".png", ".jpg", ".jpeg")
 
 
@@ -88,6 +89,30 @@ def _data_lines(path: Path) -> list[tuple[int, list[str]]]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
+def _refuse_duplicates(names: list[str], path: Path, what: str) -> None:
+    """Kd3dError when two lines carry the same key: which one counts would be a silent guess."""
+    seen: set[str] = set()
+    for name in names:
+        key = canonical_name(name)
+        if key in seen:
+            raise Kd3dError(f"{path}: {what} {name!r} appears more than once; each frame needs exactly one pose")
+        seen.add(key)
+
+
+def check_reference(reference: Trajectory, source: str = "reference") -> None:
+    """Kd3dError unless a reference can score estimates: it has poses and every finite one is rigid.
+
+    Non-finite reference poses are allowed here (those frames count as failures when scoring); a finite but
+    non-rigid one (e.g. a scaled rotation) would make wrong estimates look right, so it is refused.
+    """
+    if len(reference) == 0:
+        raise Kd3dError(f"{source} holds no poses; nothing to evaluate against")
+    for name, pose in zip(reference.names, reference.poses):
+        if np.all(np.isfinite(pose)) and not is_valid_pose(pose):
+            raise Kd3dError(f"{source}: the pose of {name!r} is not a rigid transform (rotation not orthonormal or "
+                            "last row not 0 0 0 1)")
+
+
 def read_tum(path: Path | str) -> Trajectory:
     """A TUM trajectory file: `timestamp tx ty tz qx qy qz qw` per line (camera-to-world)."""
     path = Path(path)
@@ -97,12 +122,13 @@ def read_tum(path: Path | str) -> Trajectory:
             raise Kd3dError(f"{path}:{lineno}: a TUM line has 8 numbers, found {len(parts)}")
         try:
             values = np.array(parts, dtype=np.float64)
-            pose = pose_from_tq(values[1:4], values[4:8])
+            pose = pose_from_tq(values[1:4], values[4:8]) if np.all(np.isfinite(values[1:8])) else _UNKNOWN
         except (ValueError, Kd3dError) as err:
             raise Kd3dError(f"{path}:{lineno}: bad TUM line: {err}") from err
         names.append(parts[0])
         stamps.append(float(values[0]))
         poses.append(pose)
+    _refuse_duplicates(names, path, "timestamp")
     return Trajectory.from_lists(names, poses, stamps, keyed_by_stamp=True)
 
 
@@ -127,11 +153,13 @@ def read_colmap(path: Path | str) -> Trajectory:
                             f"found {len(parts)} fields")
         try:
             qw, qx, qy, qz, tx, ty, tz = (float(v) for v in parts[1:8])
-            cam_T_world = pose_from_tq(np.array([tx, ty, tz]), np.array([qx, qy, qz, qw]))
+            finite = np.all(np.isfinite([qw, qx, qy, qz, tx, ty, tz]))
+            cam_T_world = pose_from_tq(np.array([tx, ty, tz]), np.array([qx, qy, qz, qw])) if finite else _UNKNOWN
         except (ValueError, Kd3dError) as err:
             raise Kd3dError(f"{path}:{lineno}: bad COLMAP pose line: {err}") from err
         names.append(parts[0])
         poses.append(invert_pose(cam_T_world))
+    _refuse_duplicates(names, path, "frame")
     return Trajectory.from_lists(names, poses)
 
 
@@ -164,7 +192,10 @@ def read_pose_folder(path: Path | str) -> Trajectory:
                                      [s / 1e9 for s in stamps] if has_stamps else None)
     names, poses = [], []
     for file in sorted(root.rglob("*.pose.txt")):
-        pose = read_pose_file(file)
+        try:
+            pose = read_pose_file(file)
+        except SceneError as err:
+            raise Kd3dError(str(err)) from None
         if pose is not None:
             names.append(canonical_name(file.relative_to(root).as_posix()))
             poses.append(pose)
@@ -185,7 +216,11 @@ def write_pose_folder(path: Path | str, trajectory: Trajectory, overwrite: bool 
 
 
 def detect_format(path: Path | str) -> PoseFormat:
-    """Guess a pose file's format: folders are pose folders; a numeric first field means TUM, else COLMAP."""
+    """Guess a pose file's format: folders are pose folders; a numeric first field means TUM, else COLMAP.
+
+    "Numeric" includes nan/inf (a TUM line with a NaN stamp is still a TUM line), and the vote runs over the first
+    lines, so one odd line cannot flip the format.
+    """
     path = Path(path)
     if path.is_dir():
         return PoseFormat.POSEFOLDER
@@ -194,11 +229,16 @@ def detect_format(path: Path | str) -> PoseFormat:
     lines = _data_lines(path)
     if not lines:
         raise Kd3dError(f"pose file {path} holds no poses")
-    first = lines[0][1][0]
+    votes = [_looks_like_tum(parts) for _, parts in lines[:20]]
+    return PoseFormat.TUM if sum(votes) * 2 > len(votes) else PoseFormat.COLMAP
+
+
+def _looks_like_tum(parts: list[str]) -> bool:
     try:
-        return PoseFormat.TUM if math.isfinite(float(first)) and len(lines[0][1]) == 8 else PoseFormat.COLMAP
+        float(parts[0])
     except ValueError:
-        return PoseFormat.COLMAP
+        return False
+    return len(parts) == 8
 
 
 def read_poses(path: Path | str, fmt: PoseFormat | str | None = None) -> Trajectory:
