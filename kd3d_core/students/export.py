@@ -8,13 +8,14 @@ metadata_props (key "kd3d") so the deployment keeps the world frame and stride.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 
 import torch
 
 from kd3d_core.errors import ModelError
-from kd3d_core.io_utils import atomic_file
+from kd3d_core.io_utils import atomic_file, check_output
 from kd3d_core.students.model_file import load_network
 from kd3d_core.students.scene_model import DeployModule
 
@@ -32,30 +33,42 @@ def export_onnx(model_path: Path | str, onnx_path: Path | str, opset: int = 17, 
     import onnx
 
     module, example, meta = _deploy_module(Path(model_path))
+    check_output(onnx_path, need_bytes=_weights_bytes(module))
     axes = {"image": {0: "batch"}, "points": {0: "batch"}, "conf": {0: "batch"}} if dynamic_batch else None
+    try:
+        buffer = io.BytesIO()  # in memory first: native writers may abort on a full disk (see export_torchscript)
+        with torch.no_grad():
+            torch.onnx.export(module, (example,), buffer, input_names=["image"],
+                              output_names=["points", "conf"], dynamic_axes=axes, opset_version=opset,
+                              dynamo=False)
+        proto = onnx.load_from_string(buffer.getvalue())
+    except Exception as err:  # noqa: BLE001 - exporter failures come in many types
+        raise ModelError(f"ONNX export of {model_path} failed: {err}") from err
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "kd3d", json.dumps(meta)
     with atomic_file(onnx_path, suffix=".onnx") as tmp:
-        try:
-            with torch.no_grad():
-                torch.onnx.export(module, (example,), str(tmp), input_names=["image"],
-                                  output_names=["points", "conf"], dynamic_axes=axes, opset_version=opset,
-                                  dynamo=False)
-            proto = onnx.load(str(tmp))
-        except Exception as err:  # noqa: BLE001 - exporter failures come in many types
-            raise ModelError(f"ONNX export of {model_path} failed: {err}") from err
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "kd3d", json.dumps(meta)
-        onnx.save(proto, str(tmp))
+        tmp.write_bytes(proto.SerializeToString())
     return Path(onnx_path)
 
 
 def export_torchscript(model_path: Path | str, ts_path: Path | str) -> Path:
     """Write the model as a traced TorchScript file (metadata in its extra files as kd3d.json)."""
     module, example, meta = _deploy_module(Path(model_path))
+    check_output(ts_path, need_bytes=_weights_bytes(module))
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(module, (example,), check_trace=False)
+        # Serialised in memory, then written by Python: torch's own file writer aborts the whole process
+        # (SIGABRT) when the disk fills up; Python raises OSError, which the CLI reports as one line.
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={"kd3d.json": json.dumps(meta)})
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"TorchScript export of {model_path} failed: {err}") from err
     with atomic_file(ts_path, suffix=".pt") as tmp:
-        try:
-            with torch.no_grad():
-                traced = torch.jit.trace(module, (example,), check_trace=False)
-            torch.jit.save(traced, str(tmp), _extra_files={"kd3d.json": json.dumps(meta)})
-        except Exception as err:  # noqa: BLE001
-            raise ModelError(f"TorchScript export of {model_path} failed: {err}") from err
+        tmp.write_bytes(buffer.getbuffer())
     return Path(ts_path)
+
+
+def _weights_bytes(module: torch.nn.Module) -> int:
+    """Bytes of the module's parameters and buffers: a lower bound on any export's size."""
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
