@@ -5,12 +5,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
+from kd3d_core.errors import Kd3dError
 from kd3d_core.evaluation.poses import Trajectory
 from kd3d_core.localization.relocalizer import Relocalizer
-from kd3d_core.localization.result import PoseEstimate
+from kd3d_core.localization.result import FailureReason, PoseEstimate
 from kd3d_core.scene import Frame
 
 
@@ -54,8 +56,18 @@ def localize_frames(relocalizer: Relocalizer, frames: Sequence[Frame], progress:
     """Run the relocalizer on each frame (images are read one at a time)."""
     estimates = []
     for frame in tqdm(frames, desc="localize", unit="frame", disable=not progress):
-        estimates.append(relocalizer.localize(frame.load_rgb(), frame.K, stamp_ns=frame.stamp_ns))
+        estimates.append(_localize_one(relocalizer, frame))
     return SceneRun(tuple(f.name for f in frames), tuple(estimates), tuple(f.stamp_ns for f in frames))
+
+
+def _localize_one(relocalizer: Relocalizer, frame: Frame) -> PoseEstimate:
+    """One frame; an image that cannot be read (missing, corrupt, too large, wrong size) is that frame's failure,
+    never the end of the run."""
+    try:
+        rgb = frame.load_rgb()
+    except (Kd3dError, OSError, cv2.error, MemoryError) as err:
+        return PoseEstimate.failed(FailureReason.BAD_IMAGE, " ".join(str(err).split())[:300], stamp_ns=frame.stamp_ns)
+    return relocalizer.localize(rgb, frame.K, stamp_ns=frame.stamp_ns)
 
 
 def reference_trajectory(frames: Sequence[Frame]) -> Trajectory | None:
