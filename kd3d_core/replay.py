@@ -33,6 +33,7 @@ from kd3d_core.bags import (
 )
 from kd3d_core.errors import BagError, ConfigError, Kd3dError, MessageError
 from kd3d_core.evaluation import Trajectory, evaluate_trajectories, write_poses, write_report
+from kd3d_core.geometry import is_valid_pose
 from kd3d_core.localization import FailureReason, PoseEstimate, Relocalizer, predicted_cloud
 from kd3d_core.localization.outputs import OutputFrames, build_localization_messages
 from kd3d_core.messages import (CameraModel, camera_info_to_model, decode_rgb, header_stamp_ns,
@@ -114,23 +115,30 @@ class _CameraInfos:
 
     def __init__(self, bag: BagReader, topic: str) -> None:
         self.stamps: list[int] = []
-        self.models: list[CameraModel] = []
+        # A CameraInfo that cannot be used (unsupported distortion, absurd size) is kept as its error: the frames
+        # it applies to fail one by one (bad_intrinsics) instead of ending the replay.
+        self.models: list[CameraModel | MessageError] = []
         for item in bag.messages([topic]):
+            self.stamps.append(header_stamp_ns(item.msg) or item.log_ns)
             try:
-                self.stamps.append(header_stamp_ns(item.msg) or item.log_ns)
                 self.models.append(camera_info_to_model(item.msg))
             except MessageError as err:
-                raise BagError(f"camera info on {topic}: {err}") from err
+                self.models.append(MessageError(f"camera info on {topic}: {err}"))
         if not self.models:
             raise BagError(f"camera info topic {topic} has no messages")
+        if all(isinstance(m, MessageError) for m in self.models):
+            raise BagError(str(self.models[0]))
         order = np.argsort(self.stamps, kind="stable")
         self.stamps = [self.stamps[i] for i in order]
         self.models = [self.models[i] for i in order]
 
     def at(self, stamp_ns: int) -> CameraModel:
-        """The camera model valid at a stamp."""
+        """The camera model valid at a stamp (MessageError when that CameraInfo was unusable)."""
         i = bisect.bisect_right(self.stamps, stamp_ns) - 1
-        return self.models[max(i, 0)]
+        model = self.models[max(i, 0)]
+        if isinstance(model, MessageError):
+            raise model
+        return model
 
 
 
@@ -203,8 +211,11 @@ class _Replayer:
     def _frame(self, msg: Any, log_ns: int) -> None:
         stamp = header_stamp_ns(msg) or log_ns
         if self.truth is not None:
-            ref = self.truth.pose_at(stamp)
-            if ref is not None:
+            try:
+                ref = self.truth.pose_at(stamp)
+            except (Kd3dError, ValueError):  # e.g. a NaN quaternion in the ground-truth TF
+                ref = None
+            if ref is not None and is_valid_pose(ref):  # a NaN / non-rigid ground-truth TF cannot score a frame
                 self.reference.append((stamp, ref))
         estimate, prediction, rgb = self._localize(msg, stamp)
         if not estimate.success:
@@ -228,13 +239,16 @@ class _Replayer:
     def _localize(self, msg: Any, stamp: int) -> tuple[PoseEstimate, Any, np.ndarray | None]:
         try:
             rgb = decode_rgb(msg)
-        except (MessageError, Kd3dError, ValueError) as err:
+        except (MessageError, Kd3dError, ValueError, MemoryError) as err:
             return PoseEstimate.failed(FailureReason.BAD_IMAGE, str(err), stamp_ns=stamp), None, None
-        model = self.infos.at(stamp)
-        if (rgb.shape[1], rgb.shape[0]) != tuple(model.size):
-            detail = f"image {rgb.shape[1]}x{rgb.shape[0]} but CameraInfo is for {model.size[0]}x{model.size[1]}"
-            return PoseEstimate.failed(FailureReason.BAD_INTRINSICS, detail, stamp_ns=stamp), None, rgb
-        rgb, dist = self.input.prepare(model, rgb)
+        try:
+            model = self.infos.at(stamp)
+            if (rgb.shape[1], rgb.shape[0]) != tuple(model.size):
+                raise MessageError(f"image {rgb.shape[1]}x{rgb.shape[0]} but CameraInfo is for "
+                                   f"{model.size[0]}x{model.size[1]}")
+            rgb, dist = self.input.prepare(model, rgb)
+        except MessageError as err:
+            return PoseEstimate.failed(FailureReason.BAD_INTRINSICS, str(err), stamp_ns=stamp), None, rgb
         estimate, prediction = self.relocalizer.localize_with_prediction(rgb, model.K, dist, stamp)
         return estimate, prediction, rgb
 
