@@ -16,6 +16,7 @@ from tqdm import tqdm
 from kd3d_core.errors import ConfigError
 from kd3d_core.scene import Split
 from kd3d_core.scene_writer import SceneWriter
+from kd3d_core.synth.conditions import SceneChange, change_poses, change_room
 from kd3d_core.synth.render import Rendering, render_view
 from kd3d_core.synth.room import Room, build_room
 from kd3d_core.synth.trajectory import mapping_trajectory, query_trajectory
@@ -33,6 +34,7 @@ class Preset:
     center_items: int
     max_depth: float
     description: str
+    low_texture: bool = False
 
 
 PRESETS: dict[str, Preset] = {
@@ -42,6 +44,8 @@ PRESETS: dict[str, Preset] = {
     "bedroom": Preset((4.5, 3.6, 2.6), 4, 0, 0.8, "bedroom: sparse, large plain surfaces"),
     "lab": Preset((8.0, 6.0, 3.0), 12, 3, 0.9, "lab: large and cluttered"),
     "tiny": Preset((3.0, 2.6, 2.4), 3, 0, 0.5, "tiny room for tests"),
+    "lowtex": Preset((5.0, 4.0, 2.7), 5, 1, 0.7, "low texture: near-uniform paint everywhere, a few posters",
+                     low_texture=True),
 }
 
 
@@ -58,6 +62,15 @@ class SynthConfig:
     fps: float = 10.0
     color_ext: str = "png"
     include_mapping: bool = True  # False renders only the query walk (e.g. a high-resolution query set)
+    query_change: SceneChange | None = None  # the room or the camera path differs on the query walk
+
+    def __post_init__(self) -> None:
+        if self.query_change is not None and not isinstance(self.query_change, SceneChange):
+            try:
+                object.__setattr__(self, "query_change", SceneChange(self.query_change))
+            except ValueError as err:
+                raise ConfigError(f"unknown query change {self.query_change!r}; choose one of "
+                                  f"{', '.join(c.value for c in SceneChange)}") from err
 
     def validate(self) -> None:
         """Raise ConfigError on impossible values."""
@@ -102,7 +115,7 @@ def make_room(config: SynthConfig) -> Room:
     config.validate()
     p = PRESETS[config.preset]
     return build_room(np.array(p.size), p.wall_items, p.center_items, p.max_depth, config.texture_ppm,
-                      _rng(config, "room"))
+                      _rng(config, "room"), low_texture=p.low_texture)
 
 
 def synth_poses(config: SynthConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -112,6 +125,8 @@ def synth_poses(config: SynthConfig) -> tuple[list[np.ndarray], list[np.ndarray]
     outer = 1.0 - (p.max_depth + 0.55) / (min(size[:2]) / 2)
     mapping = mapping_trajectory(size, config.mapping_frames, _rng(config, "mapping"), outer)
     query = query_trajectory(size, config.query_frames, _rng(config, "query"), outer)
+    if config.query_change is not None:
+        query = change_poses(query, config.query_change)
     return mapping, query
 
 
@@ -119,6 +134,8 @@ def render_scene(config: SynthConfig, out: Path | str, *, overwrite: bool = Fals
     """Render a room's query then mapping frames into a scene folder (12Scenes layout, query = sequence0)."""
     config.validate()
     room = make_room(config)
+    query_room = room if config.query_change is None else change_room(room, config.query_change,
+                                                                      _rng(config, "query-change"))
     mapping, query = synth_poses(config)
     K = synth_intrinsics(config.size_wh)
     period_ns = int(1e9 / config.fps)
@@ -127,10 +144,13 @@ def render_scene(config: SynthConfig, out: Path | str, *, overwrite: bool = Fals
     views = [(Split.QUERY, pose, t_query0 + i * period_ns) for i, pose in enumerate(query)]
     if config.include_mapping:
         views += [(Split.MAPPING, pose, 1_700_000_000 * 10**9 + i * period_ns) for i, pose in enumerate(mapping)]
+    rooms = {Split.QUERY: query_room, Split.MAPPING: room}
     with SceneWriter.create(out, K, config.size_wh, sensor=f"kd3d-synth:{config.preset}", world_frame="map",
                             color_ext=config.color_ext, overwrite=overwrite) as writer:
-        writer.extra["synth"] = {"preset": config.preset, "seed": config.seed, "room_size_m": list(room.size)}
-        for split, pose, stamp in tqdm(views, desc=f"synth {config.preset}", unit="frame", disable=not progress):
-            view = render_view(room, K, pose, config.size_wh)
+        writer.extra["synth"] = {"preset": config.preset, "seed": config.seed, "room_size_m": list(room.size),
+                                 "query_change": None if config.query_change is None else config.query_change.value}
+        desc = f"synth {config.preset} {config.size_wh[0]}x{config.size_wh[1]}"  # the demo renders two sizes
+        for split, pose, stamp in tqdm(views, desc=desc, unit="frame", disable=not progress):
+            view = render_view(rooms[split], K, pose, config.size_wh)
             writer.add(view.rgb, depth=view.depth, world_T_cam=pose, stamp_ns=stamp, split=split)
     return SynthResult(Path(out), len(views), time.perf_counter() - start)

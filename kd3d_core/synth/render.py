@@ -97,12 +97,13 @@ def _face_normals(room: Room) -> np.ndarray:
 def _shade(room: Room, points_3N: np.ndarray, hits: _Hits) -> np.ndarray:
     """Lambertian shading factor per hit point from ceiling lights plus ambient light."""
     normals_3N = _face_normals(room)[hits.box, hits.face].T.astype(np.float32)
-    shade = np.full(points_3N.shape[1], 0.35, np.float32)
-    for light in room.lights.astype(np.float32):
+    shade = np.full(points_3N.shape[1], 0.35 * room.lighting.ambient, np.float32)
+    gains = room.lighting.gains or (1.0,) * len(room.lights)
+    for light, gain in zip(room.lights.astype(np.float32), gains):
         to_l = light[:, None] - points_3N
         dist2 = (to_l * to_l).sum(axis=0)
         cos = (normals_3N * to_l).sum(axis=0) / np.sqrt(dist2 + _EPS)
-        shade += 0.9 * np.maximum(cos, 0) / (1.0 + 0.08 * dist2)
+        shade += 0.9 * gain * np.maximum(cos, 0) / (1.0 + 0.08 * dist2)
     return np.clip(shade / (0.35 + 0.9 * 0.6), 0.15, 1.15)
 
 

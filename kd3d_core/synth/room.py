@@ -39,6 +39,14 @@ def face_uv_axes(face: int) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class Lighting:
+    """Per-light intensity and the ambient level of the renderer's shading (1.0 = as built)."""
+
+    gains: tuple[float, ...] | None = None
+    ambient: float = 1.0
+
+
+@dataclass(frozen=True)
 class Room:
     """A synthetic room: boxes (room first), lights, and one texture atlas for every face."""
 
@@ -47,6 +55,7 @@ class Room:
     atlas: np.ndarray
     face_rects: np.ndarray  # (n_boxes, 6, 4) atlas x0, y0, width, height in pixels
     ppm: float
+    lighting: Lighting = Lighting()
 
     @property
     def size(self) -> np.ndarray:
@@ -114,7 +123,9 @@ def _pack_atlas(textures: list[np.ndarray], width: int = 4096) -> tuple[np.ndarr
     return atlas, rects
 
 
-def _face_material(box: Box, face: int, rng: np.random.Generator) -> Material:
+def _face_material(box: Box, face: int, rng: np.random.Generator, low_texture: bool) -> Material:
+    if low_texture:
+        return Material.CEILING if box.inside and face == 5 else Material.PAINT
     if not box.inside:
         return Material.WOOD if rng.random() < 0.5 else Material.FABRIC
     if face == 4:
@@ -125,8 +136,8 @@ def _face_material(box: Box, face: int, rng: np.random.Generator) -> Material:
 
 
 def build_room(size: np.ndarray, n_wall: int, n_center: int, max_depth: float, ppm: float,
-               rng: np.random.Generator) -> Room:
-    """Lay out a room and texture every face of every box."""
+               rng: np.random.Generator, low_texture: bool = False) -> Room:
+    """Lay out a room and texture every face of every box (near-uniform paint everywhere when low_texture)."""
     room = Box(size / 2, size / 2, inside=True)
     boxes = [room] + _wall_furniture(size, rng, n_wall, max_depth) + _center_furniture(size, rng, n_center)
     textures = []
@@ -134,7 +145,7 @@ def build_room(size: np.ndarray, n_wall: int, n_center: int, max_depth: float, p
         for face in range(N_FACES):
             fw, fh = box.face_size(face)
             tex_ppm = ppm if fw * fh * ppm * ppm < 2.5e6 else np.sqrt(2.5e6 / (fw * fh))
-            textures.append(make_texture(_face_material(box, face, rng), (fw, fh), tex_ppm, rng))
+            textures.append(make_texture(_face_material(box, face, rng, low_texture), (fw, fh), tex_ppm, rng))
     atlas, rects = _pack_atlas(textures)
     n_lights = max(2, int(size[0] * size[1] / 8))
     lights = np.column_stack([rng.uniform(0.2, 0.8, n_lights) * size[0], rng.uniform(0.2, 0.8, n_lights) * size[1],

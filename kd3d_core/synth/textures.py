@@ -19,6 +19,7 @@ class Material(str, Enum):
     CEILING = "ceiling"
     WOOD = "wood"
     FABRIC = "fabric"
+    PAINT = "paint"  # near-uniform paint with a rare poster (the low-texture preset)
 
 
 def value_noise(h: int, w: int, rng: np.random.Generator, cell_px: float, octaves: int = 4) -> np.ndarray:
@@ -109,6 +110,10 @@ def make_texture(material: Material, size_m: tuple[float, float], ppm: float, rn
             s = int(0.3 * ppm)
             cv2.rectangle(img, (x, y), (x + s, y + 2 * s), (250, 250, 240), -1)
             cv2.rectangle(img, (x, y), (x + s, y + 2 * s), (120, 120, 120), 2)
+    elif material is Material.PAINT:
+        img = _tint(value_noise(h, w, rng, ppm * 0.5), _random_color(rng, sat=0.25, val=(0.55, 0.85)), 0.04)
+        posters = rng.poisson(area / 6.0)
+        _draw_decorations(img, rng, ppm, int(posters))
     elif material is Material.WALL:
         img = _tint(value_noise(h, w, rng, ppm * 0.3), _random_color(rng, sat=0.35, val=(0.55, 0.9)), 0.2)
         _draw_decorations(img, rng, ppm, int(area * 6))
