@@ -101,6 +101,24 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               min_value=0.0, max_value=1000.0),
     ParamSpec("publish_initialpose", False,
               "Also publish the base pose on /initialpose (geometry_msgs/PoseWithCovarianceStamped) for nav2 AMCL."),
+    ParamSpec("initialpose_min_error_m", 0.0,
+              "Publish /initialpose only when the robot's current estimate (map -> base_frame in TF, e.g. AMCL's) is "
+              "further than this from the fix (0 = every fix; either threshold exceeded is enough).",
+              min_value=0.0, max_value=1000.0),
+    ParamSpec("initialpose_min_error_deg", 0.0,
+              "Publish /initialpose only when the current estimate's heading differs by more than this "
+              "(0 = every fix; see initialpose_min_error_m).", min_value=0.0, max_value=180.0),
+    ParamSpec("relocalize_timeout", 5.0,
+              "Seconds the ~/relocalize service (std_srvs/Trigger) waits for a localized frame to publish on "
+              "/initialpose.", min_value=0.1, max_value=120.0),
+    ParamSpec("covariance_inflation", 0.0,
+              "Factor on the pose covariance (dense predictions are correlated, the textbook value is optimistic); "
+              "0 = kd3d's calibrated default (RelocalizerConfig.covariance_inflation).", min_value=0.0,
+              max_value=1e6),
+    ParamSpec("threads", 1,
+              "Torch CPU threads for the model, set once at start-up (0 = torch's default, one per core). One "
+              "thread is fastest on a busy robot CPU: parallel regions wait for threads other processes preempt.",
+              min_value=0, max_value=256),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min_value=0.05,
               max_value=60.0),
 )
@@ -130,6 +148,11 @@ class NodeConfig:
     min_inliers: int
     max_rate: float
     publish_initialpose: bool
+    initialpose_min_error_m: float
+    initialpose_min_error_deg: float
+    relocalize_timeout: float
+    covariance_inflation: float
+    threads: int
     diagnostics_period: float
 
     @classmethod

@@ -9,6 +9,7 @@ pose-with-covariance / map -> odom messages, exactly as bag replay builds them. 
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kd3d_core.errors import Kd3dError
+from kd3d_core.geometry import pose_error
 from kd3d_core.localization import PoseEstimate, Relocalizer, predicted_cloud
 from kd3d_core.localization.outputs import OutputFrames, build_localization_messages
 from kd3d_core.messages import (
@@ -83,6 +85,25 @@ class FrameResult:
     inliers: int = 0
 
 
+class InitialPoseRequest:
+    """One ~/relocalize call: waits for the next localized frame's /initialpose (or the reason there is none)."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.map_T_base: np.ndarray | None = None
+        self.stamp_ns = 0
+        self.problem: Problem | None = None
+
+    def finish(self, map_T_base: np.ndarray | None, stamp_ns: int, problem: Problem | None) -> None:
+        """Record the outcome and wake the waiter."""
+        self.map_T_base, self.stamp_ns, self.problem = map_T_base, stamp_ns, problem
+        self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        """True when a frame answered within `timeout` seconds."""
+        return self._done.wait(timeout)
+
+
 class FramePipeline:
     """Decode -> localize -> build messages, with the node's configuration and a TF look-up function.
 
@@ -103,6 +124,23 @@ class FramePipeline:
             None, Problem(NodeFailure.NO_CAMERA_INFO.value, f"no CameraInfo received on {config.info_topic} yet"))
         self._map_T_odom: np.ndarray | None = None
         self._input = RelocalizerInput()
+        self._requests_lock = threading.Lock()
+        self._requests: list[InitialPoseRequest] = []
+        self.initialpose_skipped = 0
+
+    def request_initial_pose(self) -> InitialPoseRequest:
+        """Publish /initialpose from the next localized frame, whatever publish_initialpose and its thresholds
+        say (the ~/relocalize service); the request is answered by that frame."""
+        request = InitialPoseRequest()
+        with self._requests_lock:
+            self._requests.append(request)
+        return request
+
+    def cancel(self, request: InitialPoseRequest) -> None:
+        """Forget a request whose caller stopped waiting."""
+        with self._requests_lock:
+            if request in self._requests:
+                self._requests.remove(request)
 
     def set_camera_info(self, msg: Any) -> None:
         """Cache the camera model of a CameraInfo (a bad one is remembered and reported with the next frame).
@@ -134,6 +172,10 @@ class FramePipeline:
             rgb = decode_rgb(image_msg)
         except Kd3dError as err:
             return FrameResult(0, False, problems=(Problem(NodeFailure.BAD_IMAGE.value, str(err)),))
+        if stamp_ns <= 0:
+            # Outputs carry the input's stamp: a 0 stamp would put map -> odom at 1970 + transform_tolerance.
+            return FrameResult(0, False, problems=(Problem(NodeFailure.ZERO_STAMP.value,
+                                                           "image header stamp is 0 (is the driver stamping?)"),))
         camera, camera_problem = self._camera_state
         camera_problem = camera_problem or _size_problem(camera, rgb)
         if camera_problem is not None:
@@ -168,17 +210,22 @@ class FramePipeline:
                                     min_conf=self.relocalizer.config.min_confidence,
                                     max_points=cfg.cloud_max_points or None)
         frames = OutputFrames(map_frame=cfg.map_frame, camera_frame=camera_frame or "camera", odom_frame=cfg.odom_frame)
-        built = build_localization_messages(estimate, stamp_ns, frames, cloud, odom_T_cam, self.factory)
+        built = build_localization_messages(estimate, stamp_ns, frames, cloud, odom_T_cam, self.factory,
+                                            with_tf=cfg.publish_tf)
         messages: dict[Output, Any] = {Output.POSE: built.pose, Output.POSE_WITH_COVARIANCE: built.pose_with_covariance}
         if built.cloud is not None:
             messages[Output.CLOUD] = built.cloud
         if odom_T_cam is not None:
             self._map_T_odom = built.tf_parent_T_child
         messages.update(self._republished_tf(stamp_ns))
-        if cfg.publish_initialpose:
-            initial, problem = self._initial_pose(estimate, camera_frame, stamp_ns)
+        with self._requests_lock:
+            requests, self._requests = self._requests, []
+        if cfg.publish_initialpose or requests:
+            initial, problem, map_T_base = self._initial_pose(estimate, camera_frame, stamp_ns, gate=not requests)
             messages.update(initial)
             problems += [problem] if problem else []
+            for request in requests:
+                request.finish(map_T_base, stamp_ns, problem)
         return messages, tuple(problems)
 
     def _lookup(self, target: str, source: str, stamp_ns: int,
@@ -187,7 +234,7 @@ class FramePipeline:
             return None, Problem(NodeFailure.NO_CAMERA_FRAME.value,
                                  "image header.frame_id is empty and the camera_frame parameter is not set")
         if self.tf_lookup is None:
-            return None, Problem(failure.value, "no TF listener (publish_tf and publish_initialpose are off)")
+            return None, Problem(failure.value, "no TF listener (tf2_ros is not installed)")
         try:
             return self.tf_lookup(target, source, stamp_ns), None
         except Kd3dError as err:
@@ -205,17 +252,39 @@ class FramePipeline:
                                             self.factory)
         return {Output.TF: build_tf_message([transform], self.factory)}
 
-    def _initial_pose(self, estimate: PoseEstimate, camera_frame: str,
-                      stamp_ns: int) -> tuple[dict[Output, Any], Problem | None]:
-        """nav2 AMCL's /initialpose: the base pose in the map, covariance moved from the camera to the base."""
+    def _initial_pose(self, estimate: PoseEstimate, camera_frame: str, stamp_ns: int,
+                      gate: bool) -> tuple[dict[Output, Any], Problem | None, np.ndarray | None]:
+        """nav2 AMCL's /initialpose: the base pose in the map, covariance moved from the camera to the base.
+
+        With `gate`, nothing is published while the robot's current estimate (map -> base_frame in TF) agrees
+        with the fix within the initialpose_min_error_* thresholds.
+        """
         cfg = self.config
         base_T_cam, problem = self._lookup(cfg.base_frame, camera_frame, stamp_ns, NodeFailure.NO_BASE_TF)
         if base_T_cam is None:
-            return {}, problem
+            return {}, problem, None
         map_T_base = frame_pose_in_map(estimate.world_T_cam, base_T_cam)
+        if gate and self._agrees_with_current_estimate(map_T_base, stamp_ns):
+            self.initialpose_skipped += 1
+            return {}, None, map_T_base
         covariance = move_pose_covariance(estimate.covariance_6x6, estimate.world_T_cam[:3, 3], map_T_base[:3, 3])
         msg = build_pose_with_covariance_stamped(map_T_base, covariance, stamp_ns, cfg.map_frame, self.factory)
-        return {Output.INITIAL_POSE: msg}, None
+        return {Output.INITIAL_POSE: msg}, None, map_T_base
+
+    def _agrees_with_current_estimate(self, map_T_base: np.ndarray, stamp_ns: int) -> bool:
+        """True when thresholds are set and TF's map -> base_frame is within both of them (no estimate yet, or
+        no thresholds: False, so the fix is published)."""
+        cfg = self.config
+        if cfg.initialpose_min_error_m <= 0 and cfg.initialpose_min_error_deg <= 0:
+            return False
+        try:
+            current = self.tf_lookup(cfg.map_frame, cfg.base_frame, stamp_ns) if self.tf_lookup else None
+        except Kd3dError:
+            current = None
+        if current is None:
+            return False
+        err = pose_error(current, map_T_base)
+        return err.translation_m <= cfg.initialpose_min_error_m and err.rotation_deg <= cfg.initialpose_min_error_deg
 
 
 def _size_problem(camera: CameraModel, rgb: np.ndarray) -> Problem | None:

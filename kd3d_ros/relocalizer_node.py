@@ -2,15 +2,17 @@
 
 Thin glue: parameters come from kd3d_ros.params, frames go through kd3d_ros.pipeline (kd3d_core's decoding,
 Relocalizer and message builders, the same ones `kd3d replay` uses), bookkeeping is kd3d_ros.runtime. This
-module only declares, subscribes, spins and publishes.
+module only declares, subscribes, spins and publishes. `RelocalizerIO` is what a configured node runs; the plain
+node here and the managed one (kd3d_ros.lifecycle_node) both use it.
 
 Threading: the image callback only drops the message into a one-frame mailbox (sensor-data QoS, depth 1), and a
 dedicated worker thread localizes the newest frame. When the model is slower than the camera, older frames
-are replaced, never queued, so latency stays at one inference. CameraInfo, TF and diagnostics run on the
-executor's threads meanwhile.
+are replaced, never queued, so latency stays at one inference. CameraInfo, TF, the ~/relocalize service and
+diagnostics run on the executor's threads meanwhile.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -67,114 +69,188 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
     return desc
 
 
+def declare_config(node: Node) -> NodeConfig:
+    """Declare every parameter of the table on `node` and build the validated config from their values.
+
+    Raises:
+        ConfigError: a value of the wrong type or out of range, or an inconsistent set.
+    """
+    values = {}
+    for spec in PARAMETERS:
+        try:
+            if not node.has_parameter(spec.name):
+                node.declare_parameter(spec.name, spec.default, descriptor(spec))
+            values[spec.name] = node.get_parameter(spec.name).value
+        except (InvalidParameterTypeException, InvalidParameterValueException) as err:
+            raise ConfigError(f"parameter {spec.name}: {err}") from err
+    return NodeConfig.from_values(values)
+
+
+def relocalizer_config(config: NodeConfig) -> RelocalizerConfig:
+    """The engine's config from the node's: min_inliers, and covariance_inflation unless 0 (kd3d's default)."""
+    changes: dict[str, Any] = {"min_inliers": config.min_inliers}
+    if config.covariance_inflation > 0:
+        changes["covariance_inflation"] = config.covariance_inflation
+    return RelocalizerConfig(**changes)
+
+
 def load_relocalizer(config: NodeConfig) -> Relocalizer:
-    """Load the scene model once (CUDA when asked or available) and wrap it in the engine."""
+    """Set torch's thread count (`threads`), load the model once (CUDA when asked or available), wrap it."""
+    import torch
+
     from kd3d_core.students.scene_model import load_scene_model
 
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     try:
         model = load_scene_model(config.model_path, config.device.value)
     except (RuntimeError, AssertionError, OSError) as err:  # e.g. device "cuda" on a machine without CUDA
         raise ConfigError(f"cannot load {config.model_path} on device {config.device.value}: {err}") from err
-    return Relocalizer(model, RelocalizerConfig(min_inliers=config.min_inliers))
+    return Relocalizer(model, relocalizer_config(config))
 
 
-class RelocalizerNode(Node):
-    """The online relocalizer (see module docstring).
-
-    Args:
-        relocalizer: an engine to use instead of loading `model_path` (tests pass one built on an oracle).
-        **node_kwargs: forwarded to rclpy's Node (parameter_overrides, namespace, context, ...).
+def import_tf2_ros(config: NodeConfig) -> Any | None:
+    """tf2_ros when installed; None without it, unless a feature that cannot work without it is on.
 
     Raises:
-        ConfigError: invalid parameters, or a model that cannot be loaded.
+        ConfigError: publish_tf or publish_initialpose is true and tf2_ros cannot be imported (pip's ROS wheels
+            do not carry it; a ROS install does).
+    """
+    try:
+        import tf2_ros
+    except ImportError as err:
+        wanted = [name for name in ("publish_tf", "publish_initialpose") if getattr(config, name)]
+        if wanted:
+            raise ConfigError(f"{' and '.join(wanted)}:=true needs tf2_ros, which cannot be imported ({err}); "
+                              "install ROS 2 (ros-<distro>-tf2-ros) or set it false") from err
+        return None
+    return tf2_ros
+
+
+def import_trigger() -> Any | None:
+    """std_srvs/Trigger for ~/relocalize, or None where std_srvs is not installed."""
+    try:
+        from std_srvs.srv import Trigger
+    except ImportError:
+        return None
+    return Trigger
+
+
+class RelocalizerIO:
+    """A configured relocalizer on a node: publishers, TF, service, diagnostics, and (between `start` and
+    `stop`) the image subscriptions and the worker thread.
+
+    Args:
+        node: the rclpy node (plain or lifecycle) to create everything on.
+        config: its validated parameters.
+        relocalizer: the engine.
+        tf2_ros: the tf2_ros module, or None (no map -> odom, /initialpose reports no_base_tf).
     """
 
-    def __init__(self, relocalizer: Relocalizer | None = None, **node_kwargs: Any) -> None:
-        super().__init__(NODE_NAME, **node_kwargs)
-        self.config = self._read_parameters()
-        self.relocalizer = relocalizer if relocalizer is not None else load_relocalizer(self.config)
-        if self.relocalizer.world_frame != self.config.map_frame:
-            self.get_logger().warning(f"the model's world frame is {self.relocalizer.world_frame!r}; publishing it "
-                                      f"as map_frame {self.config.map_frame!r}")
-        self._factory = ModuleFactory()
-        self._stats = NodeStats()
-        self._intake = Intake(self.config.max_rate, self._stats)
-        self._tf_buffer = self._tf_broadcaster = None
-        self._setup_tf()
+    def __init__(self, node: Node, config: NodeConfig, relocalizer: Relocalizer, tf2_ros: Any | None) -> None:
+        self.node, self.config, self.relocalizer = node, config, relocalizer
+        self.factory = ModuleFactory()
+        self.stats = NodeStats()
+        self.intake: Intake | None = None
+        self._worker: threading.Thread | None = None
+        self._subscriptions: list[Any] = []
+        self._hardware_id = config.input_topic
+        self._tf_buffer = self._tf_broadcaster = self._tf_listener = None
+        if tf2_ros is not None:
+            self._tf_buffer = tf2_ros.Buffer()
+            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, node)
+            if config.publish_tf:
+                self._tf_broadcaster = tf2_ros.TransformBroadcaster(node)
         lookup = self._lookup_transform if self._tf_buffer is not None else None
-        self._pipeline = FramePipeline(self.relocalizer, self.config, self._factory, lookup)
-        self._outputs = {out: self.create_publisher(_MSG_TYPES[out], out.value, 1 if out is Output.CLOUD else 10)
-                            for out in self._enabled_outputs()}
-        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._subscribe()
-        self._worker = threading.Thread(target=self._work, name="kd3d_relocalizer_worker", daemon=True)
-        self._worker.start()
-        self.get_logger().info(f"localizing {self.config.input_topic} with {self.config.info_topic} against "
-                               f"{self.config.model_path}; publishing in {self.config.map_frame}")
-
-    # ------------------------------------------------------------------------------------------- setup
-    def _read_parameters(self) -> NodeConfig:
-        values = {}
-        for spec in PARAMETERS:
-            try:
-                values[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor(spec)).value
-            except (InvalidParameterTypeException, InvalidParameterValueException) as err:
-                raise ConfigError(f"parameter {spec.name}: {err}") from err
-        return NodeConfig.from_values(values)
-
-    def _setup_tf(self) -> None:
-        if not (self.config.publish_tf or self.config.publish_initialpose):
-            return
-        # tf2_ros is needed only for these two features.
-        from tf2_ros import Buffer, TransformBroadcaster, TransformListener
-
-        self._tf_buffer = Buffer()
-        self._tf_listener = TransformListener(self._tf_buffer, self)
-        if self.config.publish_tf:
-            self._tf_broadcaster = TransformBroadcaster(self)
+        self.pipeline = FramePipeline(relocalizer, config, self.factory, lookup)
+        self._outputs = {out: node.create_publisher(_MSG_TYPES[out], out.value, 1 if out is Output.CLOUD else 10)
+                         for out in self._enabled_outputs()}
+        self._diagnostics = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = node.create_timer(config.diagnostics_period, self._publish_diagnostics,
+                                             callback_group=MutuallyExclusiveCallbackGroup())
+        trigger = import_trigger()
+        self._service = None if trigger is None else node.create_service(
+            trigger, "~/relocalize", self._relocalize, callback_group=MutuallyExclusiveCallbackGroup())
+        if trigger is None:
+            node.get_logger().warning("std_srvs is not installed: no ~/relocalize service")
 
     def _enabled_outputs(self) -> list[Output]:
-        outputs = [Output.POSE, Output.POSE_WITH_COVARIANCE]
-        outputs += [Output.CLOUD] if self.config.publish_cloud else []
-        outputs += [Output.INITIAL_POSE] if self.config.publish_initialpose else []
-        return outputs
+        outputs = [Output.POSE, Output.POSE_WITH_COVARIANCE, Output.INITIAL_POSE]  # /initialpose: also on demand
+        return outputs + ([Output.CLOUD] if self.config.publish_cloud else [])
 
-    def _subscribe(self) -> None:
+    # ------------------------------------------------------------------------------------------- running
+    def start(self) -> None:
+        """Subscribe to the camera and start the worker."""
+        self.intake = Intake(self.config.max_rate, self.stats)
         group = MutuallyExclusiveCallbackGroup()
         image_type = CompressedImage if self.config.compressed else Image
-        self._image_sub = self.create_subscription(image_type, self.config.input_topic, self._intake.offer,
-                                                   SENSOR_QOS, callback_group=group)
-        self._info_sub = self.create_subscription(CameraInfo, self.config.info_topic,
-                                                  self._pipeline.set_camera_info, SENSOR_QOS, callback_group=group)
-        self._diag_timer = self.create_timer(self.config.diagnostics_period, self._publish_diagnostics,
-                                             callback_group=MutuallyExclusiveCallbackGroup())
+        self._subscriptions = [
+            self.node.create_subscription(image_type, self.config.input_topic, self.intake.offer, SENSOR_QOS,
+                                          callback_group=group),
+            self.node.create_subscription(CameraInfo, self.config.info_topic, self._on_camera_info, SENSOR_QOS,
+                                          callback_group=group)]
+        self._worker = threading.Thread(target=self._work, args=(self.intake,), name="kd3d_relocalizer_worker",
+                                        daemon=True)
+        self._worker.start()
 
-    # ------------------------------------------------------------------------------------------- work
-    def _work(self) -> None:
-        while not self._intake.closed:
-            msg = self._intake.take(timeout=0.5)
+    def stop(self) -> None:
+        """Unsubscribe and stop the worker (a frame in flight finishes first)."""
+        for sub in self._subscriptions:
+            self.node.destroy_subscription(sub)
+        self._subscriptions = []
+        if self.intake is not None:
+            self.intake.close()
+        if self._worker is not None and self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(timeout=10.0)
+        self._worker = None
+
+    def destroy(self) -> None:
+        """Stop, then remove publishers, timer, service and TF listener from the node."""
+        self.stop()
+        for pub in [*self._outputs.values(), self._diagnostics]:
+            self.node.destroy_publisher(pub)
+        self.node.destroy_timer(self._diag_timer)
+        if self._service is not None:
+            self.node.destroy_service(self._service)
+        if self._tf_listener is not None:
+            self._tf_listener.unregister()
+
+    @property
+    def worker_alive(self) -> bool:
+        """True while the worker thread runs."""
+        return self._worker is not None and self._worker.is_alive()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self.stats.on_camera_info(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+        self.pipeline.set_camera_info(msg)
+
+    def _work(self, intake: Intake) -> None:
+        while not intake.closed:
+            msg = intake.take(timeout=0.5)
             if msg is None:
                 continue
             try:
                 self._localize_frame(msg)
             except Exception as err:  # noqa: BLE001 - publishing into a shutting-down context, ...
-                line = self._stats.on_problem("internal_error", f"{type(err).__name__}: {err}")
-                if line and rclpy.ok():
-                    self.get_logger().error(line)
+                line = self.stats.on_problem("internal_error", f"{type(err).__name__}: {err}")
+                if line and rclpy.ok(context=self.node.context):
+                    self.node.get_logger().error(line)
 
     def _localize_frame(self, msg: Any) -> None:
         cloud_pub = self._outputs.get(Output.CLOUD)
         want_cloud = cloud_pub is not None and cloud_pub.get_subscription_count() > 0
-        result = self._pipeline.process(msg, want_cloud)
+        result = self.pipeline.process(msg, want_cloud)
         t0 = time.perf_counter()
         self._send(result)
         stages = {**result.stages_ms, "publish": (time.perf_counter() - t0) * 1000.0}
         failure = None if result.localized else (result.problems[0].cause if result.problems else "unknown")
-        self._stats.on_processed(stages, result.inliers, failure)
+        self.stats.on_processed(stages, result.inliers, failure)
+        if result.localized:
+            self._hardware_id = self.pipeline.camera_frame(msg) or self.config.input_topic
         for problem in result.problems:
-            line = self._stats.on_problem(problem.cause, problem.detail)
+            line = self.stats.on_problem(problem.cause, problem.detail)
             if line:
-                self.get_logger().warning(line)
+                self.node.get_logger().warning(line)
 
     def _send(self, result: FrameResult) -> None:
         for output, message in result.messages.items():
@@ -194,28 +270,74 @@ class RelocalizerNode(Node):
             raise TfUnavailable(str(err)) from err
         return transform_to_matrix(stamped.transform)
 
+    # ------------------------------------------------------------------------------------------- services
+    def _relocalize(self, request: Any, response: Any) -> Any:
+        """~/relocalize (std_srvs/Trigger): publish /initialpose from the next localized frame."""
+        if self.intake is None or self.intake.closed:
+            response.success, response.message = False, "the relocalizer is not active"
+            return response
+        pending = self.pipeline.request_initial_pose()
+        timeout = self.config.relocalize_timeout
+        if not pending.wait(timeout):
+            self.pipeline.cancel(pending)
+            response.success = False
+            response.message = f"no frame localized within {timeout:g} s ({self.stats.report().message})"
+        elif pending.problem is not None:
+            response.success, response.message = False, f"{pending.problem.cause}: {pending.problem.detail}"
+        else:
+            x, y, z = (float(v) for v in pending.map_T_base[:3, 3])
+            response.success = True
+            response.message = (f"published /initialpose: {self.config.base_frame} at ({x:.3f}, {y:.3f}, {z:.3f}) "
+                                f"in {self.config.map_frame}, stamp {pending.stamp_ns}")
+        return response
+
     def _publish_diagnostics(self) -> None:
-        msg = build_diagnostic_array(self._stats.report(), self.get_clock().now().nanoseconds,
-                                     f"{self.get_name()}: relocalization", self.config.model_path, self._factory)
+        report = self.stats.report()
+        extra = (("model_path", self.config.model_path), ("device", self.config.device.value),
+                 ("initialpose_skipped_agreeing", str(self.pipeline.initialpose_skipped)))
+        report = dataclasses.replace(report, values=report.values + extra)
+        msg = build_diagnostic_array(report, self.node.get_clock().now().nanoseconds,
+                                     f"{self.node.get_name()}: relocalization", self._hardware_id, self.factory)
         self._diagnostics.publish(msg)
+
+
+class RelocalizerNode(Node):
+    """The online relocalizer (see module docstring), active from construction on.
+
+    Args:
+        relocalizer: an engine to use instead of loading `model_path` (tests pass one built on an oracle).
+        **node_kwargs: forwarded to rclpy's Node (parameter_overrides, namespace, context, ...).
+
+    Raises:
+        ConfigError: invalid parameters, a model that cannot be loaded, or TF features without tf2_ros.
+    """
+
+    def __init__(self, relocalizer: Relocalizer | None = None, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.config = declare_config(self)
+        tf2_ros = import_tf2_ros(self.config)
+        self.relocalizer = relocalizer if relocalizer is not None else load_relocalizer(self.config)
+        warn_on_world_frame(self, self.relocalizer, self.config)
+        self.io = RelocalizerIO(self, self.config, self.relocalizer, tf2_ros)
+        self.io.start()
+        self.get_logger().info(f"localizing {self.config.input_topic} with {self.config.info_topic} against "
+                               f"{self.config.model_path}; publishing in {self.config.map_frame}")
 
     def destroy_node(self) -> None:
         """Stop the worker, then the node."""
-        self._intake.close()
-        if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout=10.0)
+        self.io.stop()
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point of `ros2 run kd3d_ros relocalizer_node`."""
-    rclpy.init(args=args)
-    try:
-        node = RelocalizerNode()
-    except Kd3dError as err:
-        get_logger(NODE_NAME).fatal(str(err))
-        rclpy.try_shutdown()
-        return 1
+def warn_on_world_frame(node: Node, relocalizer: Relocalizer, config: NodeConfig) -> None:
+    """Warn when the model was built in another world frame than the one the node publishes in."""
+    if relocalizer.world_frame != config.map_frame:
+        node.get_logger().warning(f"the model's world frame is {relocalizer.world_frame!r}; publishing it as "
+                                  f"map_frame {config.map_frame!r}")
+
+
+def spin(node: Node) -> int:
+    """Spin `node` on two threads until shutdown (SIGINT / SIGTERM), then clean up; returns 0."""
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     try:
@@ -227,6 +349,18 @@ def main(args: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `ros2 run kd3d_ros relocalizer_node`."""
+    rclpy.init(args=args)
+    try:
+        node = RelocalizerNode()
+    except Kd3dError as err:
+        get_logger(NODE_NAME).fatal(str(err))
+        rclpy.try_shutdown()
+        return 1
+    return spin(node)
 
 
 if __name__ == "__main__":

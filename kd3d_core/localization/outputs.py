@@ -48,14 +48,14 @@ class LocalizationMessages(NamedTuple):
     cloud: Any | None
     pose: Any
     pose_with_covariance: Any
-    tf: Any
+    tf: Any | None
     tf_parent_T_child: np.ndarray
     tf_child_frame: str
 
 
 def build_localization_messages(estimate: PoseEstimate, stamp_ns: int, frames: OutputFrames,
                                 cloud: PointCloud | None = None, odom_T_cam: np.ndarray | None = None,
-                                typestore: Any = None) -> LocalizationMessages:
+                                typestore: Any = None, with_tf: bool = True) -> LocalizationMessages:
     """Messages for a successful estimate, all stamped with the input image's stamp.
 
     Args:
@@ -65,6 +65,8 @@ def build_localization_messages(estimate: PoseEstimate, stamp_ns: int, frames: O
         cloud: the frame's predicted world points (map frame) and colours.
         odom_T_cam: odometry's camera pose at the image stamp; gives the map -> odom TF.
         typestore: rosbags typestore / message factory (default ROS 2 Humble types).
+        with_tf: build the TFMessage (False leaves `tf` None: a node that does not publish TF then needs no
+            tf2_msgs); the transform itself is still returned.
     """
     if not estimate.success or estimate.world_T_cam is None or estimate.covariance_6x6 is None:
         raise Kd3dError(f"cannot publish a failed estimate ({estimate.failure})")
@@ -78,8 +80,10 @@ def build_localization_messages(estimate: PoseEstimate, stamp_ns: int, frames: O
         parent_T_child, child = world_T_cam @ invert_pose(odom_T_cam), frames.odom_frame
     else:
         parent_T_child, child = world_T_cam, frames.camera_frame
-    tf = build_tf_message([build_transform_stamped(parent_T_child, stamp_ns, frames.map_frame, child, factory)],
-                          factory)
+    tf = None
+    if with_tf:
+        tf = build_tf_message([build_transform_stamped(parent_T_child, stamp_ns, frames.map_frame, child, factory)],
+                              factory)
     return LocalizationMessages(
         cloud=cloud_msg,
         pose=build_pose_stamped(world_T_cam, stamp_ns, frames.map_frame, factory),

@@ -11,6 +11,7 @@ from scipy.spatial.transform import Rotation
 from kd3d_core.geometry import invert_pose, make_pose, pose_error
 from kd3d_core.localization import Relocalizer
 from kd3d_core.messages import (
+    as_factory,
     CameraModel,
     build_camera_info,
     build_compressed_image,
@@ -252,3 +253,87 @@ def test_distortion_is_handled_like_replay(query_frames):
     pipeline.set_camera_info(_info_msg(plumb))
     pipeline.process(_image_msg(frame))
     np.testing.assert_array_equal(predictor.seen[-1], frame.rgb)
+
+
+class NoTf2MsgsFactory:
+    """The message factory of a machine without tf2_msgs: building a TFMessage fails."""
+
+    def make(self, msgtype: str, **fields):
+        if msgtype.startswith("tf2_msgs/"):
+            raise AssertionError(f"{msgtype} built although publish_tf is false")
+        return as_factory(STORE).make(msgtype, **fields)
+
+    def has_field(self, msgtype: str, field: str) -> bool:
+        return as_factory(STORE).has_field(msgtype, field)
+
+
+def test_publish_tf_false_builds_no_tf_message(oracle_relocalizer, query_frames):
+    pipeline = FramePipeline(oracle_relocalizer, _config(publish_tf=False), NoTf2MsgsFactory())
+    pipeline.set_camera_info(_info_msg(query_frames[0].camera))
+    result = pipeline.process(_image_msg(query_frames[0]))
+    assert result.localized and Output.TF not in result.messages and result.problems == ()
+
+
+def test_an_image_stamped_zero_is_refused(pipeline_factory, query_frames):
+    pipeline = pipeline_factory()
+    result = pipeline.process(_image_msg(query_frames[0]._replace(stamp_ns=0)))
+    assert not result.localized and result.messages == {}
+    assert [p.cause for p in result.problems] == ["zero_stamp"] and "stamp is 0" in result.problems[0].detail
+
+
+class CurrentEstimateTf(FakeTf):
+    """FakeTf plus the robot's current map -> base_link estimate (what AMCL publishes)."""
+
+    def __init__(self, truth, map_T_base) -> None:
+        super().__init__(truth)
+        self.map_T_base = map_T_base
+
+    def __call__(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
+        if (target, source) == ("map", "base_link"):
+            self.calls.append((target, source, stamp_ns))
+            if self.map_T_base is None:
+                raise TfUnavailable("map does not exist")
+            return self.map_T_base
+        return super().__call__(target, source, stamp_ns)
+
+
+def test_initial_pose_only_when_the_current_estimate_disagrees(pipeline_factory, query_frames):
+    frame = query_frames[2]
+    truth_base = frame.world_T_cam @ invert_pose(BASE_T_CAM)
+    tf = CurrentEstimateTf({f.stamp_ns: f.world_T_cam for f in query_frames}, truth_base)
+    pipeline = pipeline_factory(tf, publish_initialpose=True, initialpose_min_error_m=0.25,
+                                initialpose_min_error_deg=10.0)
+    agreeing = pipeline.process(_image_msg(frame))
+    assert agreeing.localized and Output.INITIAL_POSE not in agreeing.messages and pipeline.initialpose_skipped == 1
+    tf.map_T_base = make_pose(np.eye(3), [0.3, 0.0, 0.0]) @ truth_base  # 30 cm off: AMCL is lost
+    assert Output.INITIAL_POSE in pipeline.process(_image_msg(frame)).messages
+    tf.map_T_base = truth_base @ make_pose(Rotation.from_rotvec([0, 0, np.radians(15)]).as_matrix(), [0, 0, 0])
+    assert Output.INITIAL_POSE in pipeline.process(_image_msg(frame)).messages  # heading 15 deg off
+    tf.map_T_base = None  # no estimate at all yet
+    assert Output.INITIAL_POSE in pipeline.process(_image_msg(frame)).messages
+    always = pipeline_factory(CurrentEstimateTf(tf.truth, truth_base), publish_initialpose=True)
+    assert Output.INITIAL_POSE in always.process(_image_msg(frame)).messages  # thresholds 0: every fix
+
+
+def test_relocalize_request_is_answered_by_the_next_localized_frame(pipeline_factory, query_frames):
+    tf = CurrentEstimateTf({f.stamp_ns: f.world_T_cam for f in query_frames}, None)
+    pipeline = pipeline_factory(tf)  # publish_initialpose off: only on request
+    assert Output.INITIAL_POSE not in pipeline.process(_image_msg(query_frames[0])).messages
+    request = pipeline.request_initial_pose()
+    unknown = query_frames[1]._replace(rgb=np.ascontiguousarray(query_frames[1].rgb[::-1]))
+    assert not pipeline.process(_image_msg(unknown)).localized and not request.wait(0)  # still waiting
+    frame = query_frames[3]
+    result = pipeline.process(_image_msg(frame))
+    assert request.wait(0) and request.problem is None and request.stamp_ns == frame.stamp_ns
+    np.testing.assert_allclose(request.map_T_base, frame.world_T_cam @ invert_pose(BASE_T_CAM), atol=1e-4)
+    initial = _cdr(Output.INITIAL_POSE, result.messages[Output.INITIAL_POSE])
+    np.testing.assert_allclose(pose_to_matrix(initial.pose.pose), request.map_T_base, atol=1e-6)
+    assert Output.INITIAL_POSE not in pipeline.process(_image_msg(frame)).messages  # one-shot
+    no_tf = pipeline_factory(None)
+    failing = no_tf.request_initial_pose()
+    no_tf.process(_image_msg(frame))
+    assert failing.wait(0) and failing.problem.cause == "no_base_tf" and "tf2_ros" in failing.problem.detail
+    cancelled = no_tf.request_initial_pose()
+    no_tf.cancel(cancelled)
+    no_tf.process(_image_msg(frame))
+    assert not cancelled.wait(0)

@@ -22,7 +22,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + uuid.uuid4().int % 100))
 
 rclpy = pytest.importorskip("rclpy")
-for _package in ("sensor_msgs.msg", "geometry_msgs.msg", "diagnostic_msgs.msg", "rcl_interfaces.msg", "tf2_msgs.msg"):
+for _package in ("sensor_msgs.msg", "geometry_msgs.msg", "diagnostic_msgs.msg", "rcl_interfaces.msg"):
     pytest.importorskip(_package)
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -112,7 +112,7 @@ class Graph:
     def send_camera_info(self, msg: CameraInfo) -> None:
         """Publish CameraInfo until the node has a camera model (a camera driver sends it with every image)."""
         deadline = time.monotonic() + 15.0
-        while self.node._pipeline._camera_state[0] is None:
+        while self.node.io.pipeline._camera_state[0] is None:
             if time.monotonic() > deadline:
                 raise AssertionError("the node never got the CameraInfo")
             self.info_pub.publish(msg)
@@ -192,7 +192,7 @@ def test_node_survives_bad_messages(graph_factory, oracle_relocalizer, query_fra
     diag = graph.diagnostics()
     assert int(diag["problem_no_camera_info"]) >= 1 and int(diag["problem_bad_image"]) >= 2
     assert int(diag["problem_camera_info_mismatch"]) >= 1
-    assert graph.node.context.ok() and graph.node._worker.is_alive()
+    assert graph.node.context.ok() and graph.node.io.worker_alive
 
 
 class SlowRelocalizer(Relocalizer):
@@ -214,11 +214,11 @@ def test_slow_model_drops_frames_instead_of_queueing(graph_factory, oracle_reloc
         time.sleep(0.05)
     last = query_frames[-1].stamp_ns
     graph.wait(lambda: last in graph.stamps("pose"), what="the newest frame")
-    processed = graph.node._stats.processed
+    processed = graph.node.io.stats.processed
     assert processed < len(sent) / 2  # most frames were replaced while the model was busy, none queued
-    assert graph.node._stats.dropped > 0
+    assert graph.node.io.stats.dropped > 0
     time.sleep(0.8)
-    assert graph.node._stats.processed == processed  # nothing left over in a queue
+    assert graph.node.io.stats.processed == processed  # nothing left over in a queue
 
 
 def test_parameters_are_declared_read_only_with_descriptions(graph_factory, oracle_relocalizer):
@@ -304,10 +304,10 @@ def test_node_loads_a_real_model_file(graph_factory, tmp_path, query_frames):
     assert graph.node.relocalizer.world_frame == "map"
     graph.send_camera_info(_info(query_frames[0]))
     deadline = time.monotonic() + 15
-    while graph.node._stats.processed == 0 and time.monotonic() < deadline:
+    while graph.node.io.stats.processed == 0 and time.monotonic() < deadline:
         graph.image_pub.publish(_image(query_frames[0]))
         time.sleep(0.2)
-    assert graph.node._stats.processed >= 1 and graph.node._worker.is_alive()
+    assert graph.node.io.stats.processed >= 1 and graph.node.io.worker_alive
     graph.wait(lambda: graph.received["diag"] and int(graph.diagnostics()["frames_processed"]) >= 1,
                what="diagnostics")
     assert float(graph.diagnostics()["latency_predict_ms_mean"]) > 0  # the network really ran

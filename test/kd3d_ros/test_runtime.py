@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from kd3d_core.messages import build_image, rgb_to_image_fields, ros2_typestore
-from kd3d_ros.runtime import DiagLevel, FailureLog, Intake, LatestSlot, NodeStats, RateLimiter, build_diagnostic_array
+from kd3d_ros.runtime import (DiagLevel, FailureLog, InputLossMeter, Intake, LatestSlot, NodeStats, RateLimiter,
+                              build_diagnostic_array)
 
 
 class FakeClock:
@@ -52,12 +53,66 @@ def test_latest_slot_wakes_a_waiting_worker_and_closes():
 
 
 def test_rate_limiter_uses_image_stamps():
-    limiter = RateLimiter(10.0)  # 100 ms of image time between frames
+    limiter = RateLimiter(10.0)  # 100 ms of image time per token
     stamps = [0, 30_000_000, 99_000_000, 100_000_000, 150_000_000, 230_000_000]
     assert [limiter.accept(s) for s in stamps] == [True, False, False, True, False, True]
     assert limiter.accept(5_000_000) is True  # time went backwards (bag loop): restart, don't stall
     unlimited = RateLimiter(0.0)
     assert all(unlimited.accept(s) for s in (1, 1, 2, 2))
+
+
+def _jittered_stamps(rate_hz: float, seconds: float, jitter_s: float, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(0.0, seconds, 1.0 / rate_hz) + rng.uniform(-jitter_s, jitter_s, int(np.ceil(seconds * rate_hz)))
+    return [int(s * 1e9) for s in np.sort(t) + 1.0]
+
+
+@pytest.mark.parametrize("camera_hz, max_rate, expected_hz", [(10.0, 10.0, 10.0), (30.0, 10.0, 10.0),
+                                                             (30.0, 30.0, 30.0), (10.0, 5.0, 5.0)])
+def test_rate_limiter_delivers_max_rate_under_jitter(camera_hz, max_rate, expected_hz):
+    """Stamp jitter of +-20 % of a frame: the delivered rate is max_rate (or the camera's), not less. The
+    first limiter (`stamp < last + period`) measured 6.3 Hz from a 10 Hz camera and 8.3 Hz from a 30 Hz one."""
+    stamps = _jittered_stamps(camera_hz, 20.0, 0.2 / camera_hz, seed=int(camera_hz * max_rate))
+    limiter = RateLimiter(max_rate)
+    accepted = [s for s in stamps if limiter.accept(s)]
+    span_s = (stamps[-1] - stamps[0]) * 1e-9
+    assert len(accepted) / span_s == pytest.approx(expected_hz, rel=0.03)
+    gaps = np.diff(accepted) * 1e-9
+    assert gaps.min() > 0 and np.sum(gaps < 0.5 / max_rate) <= 2  # no bursts beyond the bucket's one spare token
+
+
+def test_input_loss_meter_counts_stamp_gaps_against_the_camera_info_rate():
+    meter = InputLossMeter()
+    period = 33_333_333
+    stamps = [1_000_000_000 + i * period for i in range(60)]
+    for s in stamps:
+        meter.on_info(s)
+    kept = [s for i, s in enumerate(stamps) if i % 4 != 1]  # every 4th frame lost in transport
+    for s in kept:
+        meter.on_image(s)
+    assert meter.expected_period_ns() == pytest.approx(period, abs=1)
+    received, lost = meter.lost()
+    assert (received, lost) == (len(kept), len(stamps) - len(kept) - (1 if 59 % 4 == 1 else 0))
+    only_images = InputLossMeter()  # no CameraInfo: the images' own median gap
+    for s in stamps:
+        only_images.on_image(s)
+    assert only_images.lost() == (60, 0)
+    paused = InputLossMeter()
+    for s in stamps[:10] + [s + 10**10 for s in stamps[10:20]]:  # a 10 s pause is not loss
+        paused.on_image(s)
+    assert paused.lost() == (20, 0)
+
+
+def test_stats_warn_about_input_loss():
+    stats = NodeStats()
+    for i in range(40):
+        stats.on_camera_info(1_000_000_000 + i * 100_000_000)
+        if i % 2 == 0:
+            stats.on_received(1_000_000_000 + i * 100_000_000)
+    report = stats.report()
+    values = dict(report.values)
+    assert values["input_expected_hz"] == "10.00" and values["frames_lost_before_node"] == "19"
+    assert report.level is DiagLevel.WARN and "input loss" in report.message
 
 
 def test_failure_log_reports_first_then_throttles_per_cause():
@@ -76,13 +131,15 @@ def test_failure_log_reports_first_then_throttles_per_cause():
 def test_intake_counts_rate_skips_and_drops():
     stats = NodeStats()
     intake = Intake(max_rate_hz=10.0, stats=stats)
-    for stamp in (0, 50_000_000, 100_000_000, 200_000_000):
+    for stamp in (1, 50_000_000, 100_000_001, 200_000_001):
         intake.offer(_image(stamp))
     assert (stats.received, stats.skipped_rate, stats.dropped) == (4, 1, 2)
     newest = intake.take(timeout=0)
-    assert newest.header.stamp.nanosec == 200_000_000
+    assert newest.header.stamp.nanosec == 200_000_001
+    intake.offer(_image(0))  # stamped 0: not rate-limited, so that the pipeline reports it
+    assert intake.take(timeout=0).header.stamp.nanosec == 0 and stats.skipped_rate == 1
     intake.offer(object())  # no header: passes through so the pipeline reports it
-    assert isinstance(intake.take(timeout=0), object) and stats.received == 5
+    assert isinstance(intake.take(timeout=0), object) and stats.received == 6
     intake.close()
     assert intake.closed and intake.take(timeout=0) is None
 
