@@ -1,11 +1,13 @@
 """Frozen configs of student training (built once from CLI flags; never an argparse namespace)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from kd3d_core.config_utils import check_device
 from kd3d_core.errors import ConfigError
 
 
@@ -101,6 +103,14 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        numbers = {"lr": self.lr, "weight_decay": self.weight_decay, "huber_delta_m": self.huber_delta_m,
+                   "reproj_weight": self.reproj_weight, "reproj_tau_px": self.reproj_tau_px,
+                   "conf_weight": self.conf_weight, "conf_tau_m": self.conf_tau_m, "val_fraction": self.val_fraction,
+                   "max_minutes": 1.0 if self.max_minutes is None else self.max_minutes}
+        bad = [k for k, v in numbers.items() if not math.isfinite(float(v))]
+        if bad:
+            raise ConfigError(f"training {', '.join(bad)} must be finite numbers (got nan or inf)")
+        check_device(self.device)
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("epochs, batch size and learning rate must be positive")
         if not 0 <= self.val_fraction < 1:
