@@ -2,11 +2,13 @@
 own library entry points (kd3d_core.ingest.ingest_bag, kd3d_core.teachers.teach_scene, train_student)."""
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from kd3d_core.errors import ConfigError
+from kd3d_core.io_utils import check_output
 from kd3d_core.labels import LabelStore
 from kd3d_core.scene import open_scene
 from kd3d_core.training.config import TrainConfig
@@ -40,18 +42,35 @@ def _say(text: str, progress: bool) -> None:
 
 
 def distill(cfg: DistillConfig):
-    """Run ingest (optional), teach and train; returns the TrainResult (FastTrainResult for the fast student)."""
+    """Run ingest (optional), teach and train; returns the TrainResult (FastTrainResult for the fast student).
+
+    The model output is checked for writability and free space first. When this call ingested the scene and a
+    later stage fails (or is interrupted), the scene it created is removed again, so the same command can be
+    rerun as it is.
+    """
+    progress = getattr(cfg.train, "progress", True)
+    check_output(cfg.out)
+    if cfg.ingest is None:
+        return _teach_and_train(cfg, progress)
+    from kd3d_core.ingest import ingest_bag
+
+    if Path(cfg.ingest.out) != Path(cfg.scene):
+        raise ConfigError("distill: the ingest output must be the scene that is taught")
+    res = ingest_bag(cfg.ingest)
+    _say(f"ingested {res.frames} frames from {cfg.ingest.bag} into {res.path}", progress)
+    try:
+        return _teach_and_train(cfg, progress)
+    except BaseException:
+        shutil.rmtree(res.path, ignore_errors=True)
+        print(f"distill: removed the scene {res.path} this run ingested, since a later stage failed",
+              file=sys.stderr)
+        raise
+
+
+def _teach_and_train(cfg: DistillConfig, progress: bool):
     from kd3d_core.teachers import teach_scene
     from kd3d_core.training.trainer import train_student
 
-    progress = getattr(cfg.train, "progress", True)
-    if cfg.ingest is not None:
-        from kd3d_core.ingest import ingest_bag
-
-        if Path(cfg.ingest.out) != Path(cfg.scene):
-            raise ConfigError("distill: the ingest output must be the scene that is taught")
-        res = ingest_bag(cfg.ingest)
-        _say(f"ingested {res.frames} frames from {cfg.ingest.bag} into {res.path}", progress)
     labels_dir = _labels_dir(cfg)
     store = LabelStore(labels_dir)
     if cfg.reuse_labels and _complete(store, cfg.teach.teacher.value):

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from kd3d_core.errors import ConfigError
+from kd3d_core.io_utils import check_output
 from kd3d_core.labels import LabelStore
 from kd3d_core.scene import Scene
 from kd3d_core.students.model_file import IMAGENET_MEAN, IMAGENET_STD, ModelMeta, save_scene_model
@@ -80,6 +81,8 @@ def train_student(scene: Scene, store: LabelStore, cfg: TrainConfig, out: Path |
         out: `.kd3d` output path (None: do not write, e.g. for benchmarks).
         generator: drives shuffling and augmentation; a generator seeded with `cfg.seed` when None.
     """
+    if out:  # before the whole run, not after it: an unwritable or full output fails in a second
+        check_output(out)
     device = device_for_rank(resolve_device(cfg.device))
     ctx = init_distributed(device)
     try:
