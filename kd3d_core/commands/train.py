@@ -103,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
     from kd3d_core.scene import open_scene
     from kd3d_core.training.trainer import train_student
 
+    from kd3d_core.io_utils import check_output
     from kd3d_core.students.registry import get_architecture
 
+    check_output(args.out)  # writable, with free space: before training, not after it
     if get_architecture(args.student).trainer == "fast":
         return run_fast(args)
     cfg = training_config(args, args.out)
