@@ -1,6 +1,7 @@
 """Configuration of the relocalizer: one frozen dataclass, built once from CLI flags or ROS parameters."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -60,9 +61,24 @@ class RelocalizerConfig:
         refine: refinement on the inliers.
         refine_rounds: re-select inliers with the refined pose and refine again this many extra times.
         min_inliers: fewer inliers than this is a failure.
-        min_inlier_ratio: a smaller inlier fraction of the correspondences is a failure.
+        min_inlier_ratio: a smaller inlier fraction of the correspondences is a failure (so the inliers needed
+            grow with the number of correspondences).
+        min_inlier_coverage: the inliers must fall in at least this fraction of an 8x6 grid over the image.
+        min_inlier_confidence: the inliers' median predicted confidence must reach this.
+        max_position_std_m: a pose whose 1-sigma position uncertainty (largest axis, after inflation) is larger
+            is not a fix.
         covariance_inflation: factor on the covariance; dense predictions are correlated, so the textbook
-            sigma^2 (J^T J)^-1 is optimistic. 1.0 keeps the textbook value.
+            sigma^2 (J^T J)^-1 is optimistic (see kd3d_core.localization.calibration for how it was set).
+        min_image_side_px: smaller images are refused.
+        max_aspect_mismatch: refuse images whose aspect ratio differs from the model's input by more than this
+            factor (the network would see them stretched); 0 disables.
+        max_principal_offset: the principal point must lie within this fraction of the image size from the
+            image centre (0.5 = anywhere in the image).
+        min_fov_deg / max_fov_deg: plausible field of view from K and the image size.
+        min_mean_intensity / max_dark_fraction / max_bright_fraction: exposure limits (grey levels 0-255;
+            fractions of pixels <= 10 and >= 245).
+        min_intensity_std / min_textured_fraction / texture_gradient: a frame needs this much contrast and this
+            fraction of pixels with a neighbour difference >= texture_gradient grey levels.
     """
 
     min_confidence: float = 0.0
@@ -75,8 +91,22 @@ class RelocalizerConfig:
     refine: RefineMethod = RefineMethod.LM
     refine_rounds: int = 1
     min_inliers: int = 30
-    min_inlier_ratio: float = 0.05
+    min_inlier_ratio: float = 0.1
+    min_inlier_coverage: float = 0.25
+    min_inlier_confidence: float = 0.5
+    max_position_std_m: float = 1.0
     covariance_inflation: float = 1.0
+    min_image_side_px: int = 32
+    max_aspect_mismatch: float = 1.5
+    max_principal_offset: float = 0.25
+    min_fov_deg: float = 10.0
+    max_fov_deg: float = 170.0
+    min_mean_intensity: float = 20.0
+    max_dark_fraction: float = 0.6
+    max_bright_fraction: float = 0.6
+    min_intensity_std: float = 5.0
+    min_textured_fraction: float = 0.01
+    texture_gradient: float = 8.0
 
     def __post_init__(self) -> None:
         coerce_enum_fields(self, {"solver": PnpSolver, "ransac": RansacMethod, "refine": RefineMethod}, "relocalizer")
@@ -88,8 +118,20 @@ class RelocalizerConfig:
             (self.refine_rounds >= 0, "refine_rounds must be >= 0"),
             (self.min_inliers >= 4, "min_inliers must be >= 4 (PnP needs at least 4 points)"),
             (0 <= self.min_inlier_ratio <= 1, "min_inlier_ratio must be in [0, 1]"),
-            (self.covariance_inflation > 0, "covariance_inflation must be > 0"),
+            (math.isfinite(self.covariance_inflation) and self.covariance_inflation > 0,
+             "covariance_inflation must be a finite number > 0"),
+            (self.min_image_side_px >= 8, "min_image_side_px must be >= 8"),
+            (self.max_aspect_mismatch == 0 or self.max_aspect_mismatch >= 1, "max_aspect_mismatch must be 0 or >= 1"),
+            (0 < self.max_principal_offset <= 0.5, "max_principal_offset must be in (0, 0.5]"),
+            (0 < self.min_fov_deg < self.max_fov_deg < 180, "need 0 < min_fov_deg < max_fov_deg < 180"),
+            (self.max_position_std_m > 0, "max_position_std_m must be > 0"),
+            (self.texture_gradient > 0, "texture_gradient must be > 0"),
         ]
+        fractions = ("min_inlier_coverage", "min_inlier_confidence", "max_dark_fraction", "max_bright_fraction",
+                     "min_textured_fraction")
+        checks += [(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1]") for name in fractions]
+        checks += [(0 <= getattr(self, name) <= 255, f"{name} must be in [0, 255] grey levels")
+                   for name in ("min_mean_intensity", "min_intensity_std")]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"relocalizer config: {message}")

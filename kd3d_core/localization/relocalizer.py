@@ -7,12 +7,15 @@ inliers, inlier re-selection, covariance). It never raises on a bad frame: every
 """
 from __future__ import annotations
 
+import dataclasses
 import time
+import typing
 
 import cv2
 import numpy as np
 
 from kd3d_core.geometry import invert_pose, is_valid_pose, make_pose
+from kd3d_core.localization.checks import check_camera, check_content, check_inliers, image_stats, inlier_stats
 from kd3d_core.localization.config import RelocalizerConfig
 from kd3d_core.localization.correspondences import (
     Correspondences,
@@ -22,7 +25,7 @@ from kd3d_core.localization.correspondences import (
     validate_prediction,
 )
 from kd3d_core.localization.pnp import pose_covariance, ransac_pnp, refine_pose, reprojection_errors
-from kd3d_core.localization.result import FailureReason, PoseEstimate, StageTimings
+from kd3d_core.localization.result import FailureReason, ImageStats, PoseEstimate, StageTimings
 from kd3d_core.prediction import ScenePrediction, ScenePredictor
 
 
@@ -83,27 +86,47 @@ class Relocalizer:
                                  stamp_ns: int | None = None) -> tuple[PoseEstimate, ScenePrediction | None]:
         """Like `localize`, also returning the prediction so callers can build a point cloud without a rerun."""
         frame = self.world_frame
-        problem = check_image(rgb_HW3)
+        problem, stats = self._check_input(rgb_HW3, K, dist_coeffs)
         if problem:
-            return PoseEstimate.failed(FailureReason.BAD_IMAGE, problem, stamp_ns=stamp_ns, world_frame=frame), None
-        problem = check_intrinsics(K, dist_coeffs)
-        if problem:
-            return PoseEstimate.failed(FailureReason.BAD_INTRINSICS, problem, stamp_ns=stamp_ns,
-                                       world_frame=frame), None
+            return PoseEstimate.failed(problem[0], problem[1], stamp_ns=stamp_ns, world_frame=frame,
+                                       image=stats), None
         t0 = time.perf_counter()
         try:
             prediction = self.predictor.predict(rgb_HW3)
         except Exception as err:  # noqa: BLE001 - a bad frame must never take the node down
             timings = StageTimings(predict_ms=_ms(t0))
             return PoseEstimate.failed(FailureReason.PREDICTION_FAILED, f"{type(err).__name__}: {err}", timings,
-                                       stamp_ns=stamp_ns, world_frame=frame), None
+                                       stamp_ns=stamp_ns, world_frame=frame, image=stats), None
         predict_ms = _ms(t0)
-        estimate = self.localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms)
-        return estimate, prediction
+        size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
+        estimate = self.localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)
+        return dataclasses.replace(estimate, image=stats), prediction
+
+    def _check_input(self, rgb_HW3: object, K: object,
+                     dist_coeffs: object) -> tuple[tuple[FailureReason, str] | None, ImageStats | None]:
+        """The first problem with the image, the camera or what the image shows; and the image statistics."""
+        problem = check_image(rgb_HW3)
+        if problem:
+            return (FailureReason.BAD_IMAGE, problem), None
+        problem = check_intrinsics(K, dist_coeffs)
+        if problem:
+            return (FailureReason.BAD_INTRINSICS, problem), None
+        rgb = typing.cast(np.ndarray, rgb_HW3)
+        found = check_camera((rgb.shape[1], rgb.shape[0]), np.asarray(K, np.float64), self.config,
+                             _model_input_size(self.predictor))
+        if found:
+            return found, None
+        stats = image_stats(rgb, self.config.texture_gradient)
+        return check_content(stats, self.config), stats
 
     def localize_prediction(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None = None,
-                            stamp_ns: int | None = None, predict_ms: float = 0.0) -> PoseEstimate:
-        """Solve the pose from an existing prediction (the select, pnp and refine stages)."""
+                            stamp_ns: int | None = None, predict_ms: float = 0.0,
+                            size_wh: tuple[int, int] | None = None) -> PoseEstimate:
+        """Solve the pose from an existing prediction (the select, pnp and refine stages).
+
+        `size_wh` is the input image's size (for the inliers' coverage of the image); None takes the extent of
+        the prediction's pixel grid.
+        """
         frame, cfg = self.world_frame, self.config
         t0 = time.perf_counter()
         problem = validate_prediction(prediction)
@@ -121,10 +144,12 @@ class Relocalizer:
             return PoseEstimate.failed(
                 FailureReason.TOO_FEW_CORRESPONDENCES, f"{n} usable correspondences, need {cfg.min_inliers}",
                 StageTimings(predict_ms, select_ms), correspondences=n, stamp_ns=stamp_ns, world_frame=frame)
-        return self._solve(corr, K, StageTimings(predict_ms, select_ms), stamp_ns)
+        if size_wh is None:
+            size_wh = _grid_extent(prediction)
+        return self._solve(corr, K, StageTimings(predict_ms, select_ms), stamp_ns, size_wh)
 
-    def _solve(self, corr: Correspondences, K: np.ndarray, timings: StageTimings,
-               stamp_ns: int | None) -> PoseEstimate:
+    def _solve(self, corr: Correspondences, K: np.ndarray, timings: StageTimings, stamp_ns: int | None,
+               size_wh: tuple[int, int]) -> PoseEstimate:
         cfg, frame, n = self.config, self.world_frame, len(corr.points_N3)
         t0 = time.perf_counter()
         found = ransac_pnp(corr.points_N3, corr.uv_N2, K, cfg)
@@ -138,27 +163,37 @@ class Relocalizer:
         R, _ = cv2.Rodrigues(pose.rvec)
         world_T_cam = invert_pose(make_pose(R, pose.tvec))
         covariance = pose_covariance(corr.points_N3[inliers], errors, K, world_T_cam, cfg.covariance_inflation)
+        stats = inlier_stats(corr.uv_N2[inliers], corr.conf_N[inliers], n, size_wh, covariance)
         timings = StageTimings(timings.predict_ms, timings.select_ms, timings.pnp_ms, _ms(t0))
-        failure = self._sanity(len(inliers), n, world_T_cam, covariance, errors)
+        failure = check_inliers(len(inliers), n, stats, cfg)
+        if failure is None and (not is_valid_pose(world_T_cam) or covariance is None
+                                or not np.all(np.isfinite(errors))):
+            failure = FailureReason.DEGENERATE_POSE, "pose or its covariance is not finite / well conditioned"
         if failure is not None:
             return PoseEstimate.failed(failure[0], failure[1], timings, correspondences=n, inliers=len(inliers),
-                                       stamp_ns=stamp_ns, world_frame=frame)
+                                       stamp_ns=stamp_ns, world_frame=frame, inlier_stats=stats)
         rmse = float(np.sqrt(np.mean(np.square(errors))))
         return PoseEstimate(success=True, world_T_cam=world_T_cam, covariance_6x6=covariance, inliers=len(inliers),
                             correspondences=n, reprojection_rmse_px=rmse, timings=timings, stamp_ns=stamp_ns,
-                            world_frame=frame)
+                            world_frame=frame, inlier_stats=stats)
 
-    def _sanity(self, inliers: int, n: int, world_T_cam: np.ndarray, covariance: np.ndarray | None,
-                errors: np.ndarray) -> tuple[FailureReason, str] | None:
-        cfg = self.config
-        if inliers < cfg.min_inliers:
-            return FailureReason.TOO_FEW_INLIERS, f"{inliers} inliers of {n}, need {cfg.min_inliers}"
-        if inliers < cfg.min_inlier_ratio * n:
-            return (FailureReason.LOW_INLIER_RATIO,
-                    f"inlier ratio {inliers / n:.3f} below {cfg.min_inlier_ratio:.3f} ({inliers} of {n})")
-        if not is_valid_pose(world_T_cam) or covariance is None or not np.all(np.isfinite(errors)):
-            return FailureReason.DEGENERATE_POSE, "pose or its covariance is not finite / well conditioned"
+
+def _model_input_size(predictor: object) -> tuple[int, int] | None:
+    """The network input size (w, h) of a loaded scene model; None for predictors without one (oracles)."""
+    size = getattr(getattr(predictor, "meta", None), "input_size", None)
+    if size is None or len(size) != 2 or min(size) <= 0:
         return None
+    return int(size[0]), int(size[1])
+
+
+def _grid_extent(prediction: ScenePrediction) -> tuple[int, int]:
+    """Image size implied by a prediction's pixel grid (cells are centred, so the extent adds half a step)."""
+    uv = prediction.uv_hw2.reshape(-1, 2)
+    finite = uv[np.isfinite(uv).all(axis=1)]
+    if not len(finite):
+        return 1, 1
+    hi = finite.max(axis=0) + finite.min(axis=0) + 1  # last centre + first centre offset + one pixel
+    return max(1, int(round(float(hi[0])))), max(1, int(round(float(hi[1]))))
 
 
 def _same_float_dtype(points_N3: np.ndarray, uv_N2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

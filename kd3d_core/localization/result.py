@@ -12,13 +12,54 @@ class FailureReason(str, Enum):
 
     BAD_IMAGE = "bad_image"
     BAD_INTRINSICS = "bad_intrinsics"
+    BAD_EXPOSURE = "bad_exposure"
+    LOW_TEXTURE = "low_texture"
     PREDICTION_FAILED = "prediction_failed"
     BAD_PREDICTION = "bad_prediction"
     TOO_FEW_CORRESPONDENCES = "too_few_correspondences"
     PNP_FAILED = "pnp_failed"
     TOO_FEW_INLIERS = "too_few_inliers"
     LOW_INLIER_RATIO = "low_inlier_ratio"
+    POOR_INLIER_COVERAGE = "poor_inlier_coverage"
+    LOW_CONFIDENCE = "low_confidence"
+    UNCERTAIN_POSE = "uncertain_pose"
     DEGENERATE_POSE = "degenerate_pose"
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    """What the image shows, on its grey levels (0-255) at <= 320 px width.
+
+    Attributes:
+        mean: mean grey level.
+        std: standard deviation of the grey levels (global contrast).
+        textured: fraction of pixels whose larger neighbour difference (x or y) is >= the texture gradient.
+        dark: fraction of pixels at or below grey level 10.
+        bright: fraction of pixels at or above grey level 245.
+    """
+
+    mean: float
+    std: float
+    textured: float
+    dark: float
+    bright: float
+
+
+@dataclass(frozen=True)
+class InlierStats:
+    """How well the PnP inliers support the pose.
+
+    Attributes:
+        ratio: inliers / correspondences.
+        coverage: fraction of the 8x6 image grid cells holding at least one inlier.
+        confidence: median predicted confidence of the inliers.
+        position_std_m: square root of the largest eigenvalue of the (inflated) position covariance.
+    """
+
+    ratio: float
+    coverage: float
+    confidence: float
+    position_std_m: float
 
 
 @dataclass(frozen=True)
@@ -53,6 +94,8 @@ class PoseEstimate:
         detail: one human-readable line about the failure ("" on success).
         stamp_ns: the input image's stamp, passed through.
         world_frame: frame id of the world the pose is in.
+        image: grey-level statistics of the input (None when the image was not usable or not measured).
+        inlier_stats: how well the inliers support the pose (None when PnP did not get that far).
     """
 
     success: bool
@@ -66,6 +109,8 @@ class PoseEstimate:
     detail: str = ""
     stamp_ns: int | None = None
     world_frame: str = "map"
+    image: ImageStats | None = None
+    inlier_stats: InlierStats | None = None
 
     @property
     def inlier_ratio(self) -> float:
@@ -75,9 +120,10 @@ class PoseEstimate:
     @classmethod
     def failed(cls, reason: FailureReason, detail: str, timings: StageTimings | None = None, *,
                correspondences: int = 0, inliers: int = 0, stamp_ns: int | None = None,
-               world_frame: str = "map") -> PoseEstimate:
+               world_frame: str = "map", image: ImageStats | None = None,
+               inlier_stats: InlierStats | None = None) -> PoseEstimate:
         """A failure result."""
         return cls(success=False, world_T_cam=None, covariance_6x6=None, inliers=inliers,
                    correspondences=correspondences, reprojection_rmse_px=float("nan"),
                    timings=timings or StageTimings(), failure=reason, detail=detail, stamp_ns=stamp_ns,
-                   world_frame=world_frame)
+                   world_frame=world_frame, image=image, inlier_stats=inlier_stats)

@@ -32,7 +32,8 @@ class RaisingPredictor:
 
 
 def _image(case) -> np.ndarray:
-    return np.zeros((case.size_wh[1], case.size_wh[0], 3), np.uint8)
+    """A textured image of the case's size (a blank one would be refused before the predictor runs)."""
+    return np.random.default_rng(0).integers(0, 256, (case.size_wh[1], case.size_wh[0], 3), dtype=np.uint8)
 
 
 def test_exact_correspondences_give_exact_pose(rng):
