@@ -126,7 +126,7 @@ class LabelStore:
             on_disk = len(self.names())
             raise Kd3dError(f"labels in {self.root} are incomplete: the `kd3d teach` run that wrote them was "
                             f"interrupted or failed ({on_disk} frame(s) labelled so far); rerun `kd3d teach` to "
-                            "finish them (it resumes), or allow incomplete labels explicitly")
+                            "finish them (it resumes)")
         return meta
 
     def _read_meta(self) -> LabelsMeta:
