@@ -193,6 +193,8 @@ def read_model_meta(path: Path | str) -> ModelMeta:
     from safetensors import safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"model file {path} is a folder, not a .kd3d file")
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist")
     try:
