@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from kd3d_core.config_utils import nonnegative_float
+
 FORMATS = ["auto", "tum", "colmap", "posefolder"]
 
 
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-format", choices=FORMATS, default="auto")
     p.add_argument("--match", choices=["auto", "name", "timestamp"], default="auto",
                    help="pair frames by name or timestamp (auto: timestamp for TUM files)")
-    p.add_argument("--max-dt", type=float, default=0.02, metavar="SECONDS", help="timestamp tolerance")
+    p.add_argument("--max-dt", type=nonnegative_float, default=0.02, metavar="SECONDS", help="timestamp tolerance")
     p.add_argument("--json", type=Path, required=True, help="JSON report to write")
     p.add_argument("--markdown", type=Path, default=None, help="Markdown summary to write")
     p.add_argument("--plots", type=Path, default=None, help="folder for error_cdf.png and trajectory.png")
