@@ -351,9 +351,20 @@ def spin(node: Node) -> int:
     return 0
 
 
+def init_ros(args: list[str] | None) -> bool:
+    """rclpy.init; False (after one FATAL line) when the command line's ROS arguments are wrong."""
+    try:
+        rclpy.init(args=args)
+    except RuntimeError as err:  # e.g. UnknownROSArgsError: `-p name:=value` outside --ros-args, a typo
+        get_logger(NODE_NAME).fatal(f"bad ROS arguments: {err}")
+        return False
+    return True
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run kd3d_ros relocalizer_node`."""
-    rclpy.init(args=args)
+    if not init_ros(args):
+        return 2
     try:
         node = RelocalizerNode()
     except Kd3dError as err:

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import Counter, deque
@@ -124,9 +125,10 @@ class InputLossMeter:
 
     DDS can lose large images before any callback runs (best-effort QoS; with default Fast DDS, raw 640x480 rgb8
     frames lose 25-85 % when they do not fit the shared-memory segment), so counting callbacks alone hides it.
-    The expected period is the median gap between CameraInfo stamps (a driver sends one per image and the small
-    messages arrive intact), else between image stamps; a gap of n periods means n - 1 frames lost. Gaps longer
-    than `max_gap_s` (a paused bag, a stopped driver) are not counted as loss.
+    A driver sends one CameraInfo per image, with the image's stamp, and the small messages arrive intact: a
+    CameraInfo stamp that no image carried is a lost frame. Without CameraInfo, gaps between image stamps are
+    compared with their median (the expected period). Gaps longer than `max_gap_s` (a paused bag, a stopped
+    driver) are not counted as loss.
     """
 
     def __init__(self, window: int = 300, max_gap_s: float = 2.0) -> None:
@@ -153,10 +155,24 @@ class InputLossMeter:
         return None
 
     def lost(self) -> tuple[int, int]:
-        """(frames received, frames lost) over the window of image stamps."""
-        period = self.expected_period_ns()
+        """(frames received, frames lost) over the window of image stamps.
+
+        With CameraInfo, every CameraInfo stamp between two received images that no image carried is a lost
+        frame (exact whatever the rate); without, each gap of n expected periods counts n - 1.
+        """
         stamps = sorted(set(self._images))
-        if period is None or len(stamps) < 2:
+        if len(stamps) < 2:
+            return len(stamps), 0
+        received = set(stamps)
+        info = [s for s in set(self._info) if stamps[0] < s < stamps[-1] and s not in received]
+        if len(self._info) >= 2:
+            lost = 0
+            for s in info:
+                i = bisect.bisect(stamps, s)
+                lost += int(stamps[i] - stamps[i - 1] <= self._max_gap_ns)
+            return len(stamps), lost
+        period = self.expected_period_ns()
+        if period is None:
             return len(stamps), 0
         gaps = [b - a for a, b in zip(stamps, stamps[1:]) if b - a <= self._max_gap_ns]
         return len(stamps), int(sum(max(0, round(gap / period) - 1) for gap in gaps))

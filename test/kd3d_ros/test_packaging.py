@@ -280,3 +280,14 @@ def test_node_side_decodes_and_builds_with_what_replay_uses():
         file_name, test_name = NODE_ONLY[name].split("::")
         tests = {n.name for n in _tree(Path(__file__).parent / file_name).body if isinstance(n, ast.FunctionDef)}
         assert test_name in tests, f"{name}: {NODE_ONLY[name]} does not exist"
+
+
+def test_readme_node_command_overrides_after_the_params_file():
+    """rcl applies ROS arguments in order: a `-p model_path:=...` before `--params-file` loses to the file's empty
+    value and the node exits FATAL (seen live). test_node_live.py runs this very line."""
+    from live_graph import documented_node_command
+
+    args = documented_node_command()
+    assert args[0] == "--ros-args" and "--params-file" in args
+    assert args.index("--params-file") < min(i for i, a in enumerate(args) if a == "-p")
+    assert any(a.startswith("model_path:=") for a in args)
