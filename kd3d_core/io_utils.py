@@ -162,12 +162,15 @@ def _staged(target: Path, want_dir: bool, suffix: str) -> Iterator[Path]:
     """A locked temporary next to `target`, swept of stale siblings; removed unless the caller moved it."""
     _make_parent(target.parent)
     prefix = f".{target.name}.{TAG}-{os.getpid()}-"
-    if want_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=target.parent))
-        fd = os.open(tmp, os.O_RDONLY)
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix + ".tmp", dir=target.parent)
-        tmp = Path(name)
+    try:
+        if want_dir:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=target.parent))
+            fd = os.open(tmp, os.O_RDONLY)
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix + ".tmp", dir=target.parent)
+            tmp = Path(name)
+    except OSError as err:  # name the output the user asked for, not our temporary
+        raise OSError(err.errno, err.strerror, str(target)) from None
     _active.add(os.path.abspath(tmp))
     try:
         _lock(fd)
@@ -240,11 +243,14 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 def check_output(path: Path | str, need_bytes: int = 0, want_dir: bool = False) -> None:
     """Before long work: Kd3dError unless `path` can be written and its disk has `need_bytes` (+1 MiB) free.
 
-    Checks that the path is not a folder/device where a file is wanted (and vice versa), that the nearest
-    existing parent is a writable folder on a writable file system, and the free space there.
+    Checks that the path is not a folder/device where a file is wanted (and vice versa), that no other live
+    process is writing it, that the nearest existing parent is a writable folder on a writable file system, and
+    the free space there.
     """
     path = Path(path)
-    _resolve_target(path, want_dir)
+    target = _resolve_target(path, want_dir)
+    if target.parent.is_dir():
+        sweep_temporaries(target)  # leftovers of killed runs go; a live writer of this output is refused now
     folder = path.parent.absolute()
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

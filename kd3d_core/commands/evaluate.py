@@ -35,10 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read both pose sets, evaluate, write the report, print the headline numbers."""
     from kd3d_core.evaluation import evaluate_trajectories, read_poses, write_report
+    from kd3d_core.io_utils import check_output
 
     def fmt(name: str) -> str | None:
         return None if name == "auto" else name
 
+    for out in (args.json, args.markdown):  # writable, not being written by another run: before any work
+        if out is not None:
+            check_output(out)
     estimates = read_poses(args.estimates, fmt(args.estimates_format))
     reference = read_poses(args.reference, fmt(args.reference_format))
     result = evaluate_trajectories(estimates, reference, args.match, args.max_dt)
