@@ -7,7 +7,7 @@ from pathlib import Path
 from kd3d_core.errors import ConfigError
 
 # Benchmark families, in report order (`--only NAME ...` picks a subset).
-FAMILIES: tuple[str, ...] = ("accuracy", "speed", "size", "scaling")
+FAMILIES: tuple[str, ...] = ("accuracy", "covariance", "speed", "size", "scaling")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def test_json_has_documented_sections_and_keys(report_files: tuple[dict, str]) -
     assert doc["format"] == "kd3d-bench" and doc["version"] == 1 and doc["quick"] is True
     assert {"created", "command", "seconds", "machine", "config"} <= set(doc)
     assert doc["machine"]["cpu_count"] >= 1 and doc["config"]["students"] == ["cnn"]
-    names = ["accuracy", "distillation", "speed", "size", "scaling_resolution", "scaling_alignment"]
+    names = ["accuracy", "distillation", "covariance", "speed", "size", "scaling_resolution", "scaling_alignment"]
     assert list(doc["sections"]) == names
     for name in names:
         section = doc["sections"][name]
@@ -65,6 +65,20 @@ def test_accuracy_rows_cover_every_method_and_the_pooled_suite(report_files: tup
     assert {r["method"] for r in distil} == {"classical-orb", "cnn"}
     assert all(r["mapping_frames"] == 16 and r["total_s"] >= 0 for r in distil)
     assert [r["budget"].split(" (")[0] for r in distil if r["method"] == "cnn"] == ["1 epochs"]
+
+
+def test_covariance_rows_per_room_and_pooled(report_files: tuple[dict, str]) -> None:
+    from kd3d_core.localization import RelocalizerConfig
+
+    section = report_files[0]["sections"]["covariance"]
+    rows = {(r["room"], r["method"]): r for r in section["rows"]}
+    assert set(rows) == {("tiny", "cnn"), ("all rooms", "cnn")}
+    for row in rows.values():
+        assert row["inflation"] == RelocalizerConfig().covariance_inflation and 0 <= row["frames"] <= 4
+        if row["frames"]:
+            assert row["nees_position_mean"] > 0 and 0 <= row["coverage_position_chi2_95"] <= 1
+            assert row["inflation_for_95"] > 0
+    assert "NEES" in report_files[1] and "χ²(3) 95 %" in report_files[1]
 
 
 def test_speed_size_and_scaling_measure_real_work(report_files: tuple[dict, str]) -> None:
