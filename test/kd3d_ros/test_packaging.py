@@ -146,7 +146,8 @@ def test_launch_files_name_only_installed_files_and_executables(path, setup_kwar
 
 def test_setup_installs_every_launch_config_and_rviz_file(setup_kwargs):
     installed = _installed(setup_kwargs)
-    for pattern, folder in (("launch/*.launch.py", "launch"), ("config/*.yaml", "config"), ("config/*.rviz", "config")):
+    for pattern, folder in (("launch/*.launch.py", "launch"), ("config/*.yaml", "config"), ("config/*.rviz", "config"),
+                            ("config/*.xml", "config")):
         for path in ROOT.glob(pattern):
             assert path.relative_to(ROOT).as_posix() in installed[f"share/{PACKAGE}/{folder}"], path
     assert "package.xml" in installed[f"share/{PACKAGE}"]

@@ -21,9 +21,9 @@ os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + uuid.uuid4().int % 100))
 
-rclpy = pytest.importorskip("rclpy")
+rclpy = pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed (scripts/setup_env.sh installs it)")
 for _package in ("sensor_msgs.msg", "geometry_msgs.msg", "diagnostic_msgs.msg", "rcl_interfaces.msg"):
-    pytest.importorskip(_package)
+    pytest.importorskip(_package, reason=f"{_package} is not installed (scripts/setup_env.sh installs it)")
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
@@ -251,7 +251,8 @@ def test_missing_model_file_is_a_clear_error(context, tmp_path):
 
 def test_map_to_odom_from_odometry_tf(graph_factory, oracle_relocalizer, query_frames):
     """With tf2: odom -> camera from a TF publisher gives map -> odom on /tf (skipped without tf2_ros)."""
-    pytest.importorskip("tf2_ros")
+    pytest.importorskip("tf2_ros", reason="tf2_ros is not installed (a ROS install has it; PyPI's ROS wheels do not)")
+    pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs was not generated (see scripts/build_tf2_msgs.sh)")
     from tf2_msgs.msg import TFMessage
 
     from kd3d_core.messages import build_tf_message, build_transform_stamped
