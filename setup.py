@@ -47,6 +47,7 @@ setup(
         "console_scripts": [
             "kd3d = kd3d_core.cli:main",
             "relocalizer_node = kd3d_ros.relocalizer_node:main",
+            "relocalizer_lifecycle_node = kd3d_ros.lifecycle_node:main",
             "distill = kd3d_ros.distill:main",
         ],
     },

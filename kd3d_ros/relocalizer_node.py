@@ -69,21 +69,33 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
     return desc
 
 
-def declare_config(node: Node) -> NodeConfig:
-    """Declare every parameter of the table on `node` and build the validated config from their values.
+def declare_parameters(node: Node) -> None:
+    """Declare every parameter of the table on `node` (values from overrides, --params-file and -p).
 
     Raises:
-        ConfigError: a value of the wrong type or out of range, or an inconsistent set.
+        ConfigError: a value of the wrong type or out of the declared range.
     """
-    values = {}
     for spec in PARAMETERS:
         try:
             if not node.has_parameter(spec.name):
                 node.declare_parameter(spec.name, spec.default, descriptor(spec))
-            values[spec.name] = node.get_parameter(spec.name).value
         except (InvalidParameterTypeException, InvalidParameterValueException) as err:
             raise ConfigError(f"parameter {spec.name}: {err}") from err
-    return NodeConfig.from_values(values)
+
+
+def read_config(node: Node) -> NodeConfig:
+    """The validated config from the declared parameters' values.
+
+    Raises:
+        ConfigError: an inconsistent set of values (e.g. an empty model_path).
+    """
+    return NodeConfig.from_values({spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS})
+
+
+def declare_config(node: Node) -> NodeConfig:
+    """Declare the parameters on `node` and build the validated config (see the two functions above)."""
+    declare_parameters(node)
+    return read_config(node)
 
 
 def relocalizer_config(config: NodeConfig) -> RelocalizerConfig:

@@ -57,10 +57,11 @@ def documented_node_command(readme: Path = ROOT / "README.md") -> list[str]:
 class NodeProcess:
     """A relocalizer node process: started with `args`, stopped with SIGINT; its output goes to `log`."""
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None,
+                 script: str = "relocalizer_node") -> None:
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([str(console_script()), *args], cwd=ROOT, env=env or ros_environment(),
+        self.proc = subprocess.Popen([str(console_script(script)), *args], cwd=ROOT, env=env or ros_environment(),
                                      stdout=self._log_file, stderr=subprocess.STDOUT)
 
     def output(self) -> str:

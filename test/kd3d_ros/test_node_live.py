@@ -364,6 +364,46 @@ def test_compressed_images_at_three_times_capacity_keep_latency_bounded(jpeg, li
     assert figures["median_translation_cm"] < 15, figures
 
 
+# --------------------------------------------------------------------------------- managed node
+def test_lifecycle_node_is_driven_through_its_lifecycle_services(live_room, tmp_path):
+    """What nav2's lifecycle manager does: configure (model loads), activate (camera subscribed), deactivate."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    args = ["--ros-args", "--params-file", str(CONFIG), "-p", f"model_path:={live_room.model_path}",
+            *NODE_TEST_PARAMS]
+    node = NodeProcess(args, tmp_path / "node.log", script="relocalizer_lifecycle_node")
+    probe = Probe(rclpy)
+    try:
+        change = probe.node.create_client(ChangeState, "/relocalizer/change_state")
+        get = probe.node.create_client(GetState, "/relocalizer/get_state")
+        probe.wait_for(lambda: change.service_is_ready() and get.service_is_ready(), 120, "lifecycle services", node)
+
+        def call(client, request):
+            future = client.call_async(request)
+            probe.wait_for(future.done, 60, f"{client.srv_name}", node)
+            return future.result()
+
+        def transition(tid: int) -> None:
+            assert call(change, ChangeState.Request(transition=Transition(id=tid))).success, node.output()[-2000:]
+
+        assert call(get, GetState.Request()).current_state.label == "unconfigured"
+        transition(Transition.TRANSITION_CONFIGURE)
+        assert call(get, GetState.Request()).current_state.label == "inactive"
+        assert probe.image_pub.get_subscription_count() == 0
+        transition(Transition.TRANSITION_ACTIVATE)
+        probe.wait_for(lambda: probe.image_pub.get_subscription_count() > 0, 20, "the camera subscription", node)
+        _warm_up(probe, node, _camera_messages(live_room))
+        probe.wait_for(lambda: len(probe.messages("pose")) > 0, 20, "a pose", node)
+        transition(Transition.TRANSITION_DEACTIVATE)
+        probe.wait_for(lambda: probe.image_pub.get_subscription_count() == 0, 20, "unsubscribing", node)
+        assert call(get, GetState.Request()).current_state.label == "inactive"
+    finally:
+        probe.close()
+        code = node.stop()
+    assert code == 0 and "Traceback" not in node.output()
+
+
 # --------------------------------------------------------------------------------- start-up errors
 def test_publish_tf_without_tf2_ros_is_one_fatal_line(live_room, tmp_path):
     try:

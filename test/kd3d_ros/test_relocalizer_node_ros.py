@@ -312,3 +312,60 @@ def test_node_loads_a_real_model_file(graph_factory, tmp_path, query_frames):
     graph.wait(lambda: graph.received["diag"] and int(graph.diagnostics()["frames_processed"]) >= 1,
                what="diagnostics")
     assert float(graph.diagnostics()["latency_predict_ms_mean"]) > 0  # the network really ran
+
+
+def test_lifecycle_node_loads_on_configure_and_subscribes_on_activate(context, oracle_relocalizer, query_frames):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from kd3d_ros.lifecycle_node import RelocalizerLifecycleNode
+
+    overrides = [Parameter(k, value=v) for k, v in {"model_path": "oracle", "publish_tf": False}.items()]
+    node = RelocalizerLifecycleNode(oracle_relocalizer, context=context, parameter_overrides=overrides)
+    probe = rclpy.create_node("kd3d_lifecycle_probe", context=context)
+    poses = []
+    probe.create_subscription(PoseStamped, "/relocalizer/pose", poses.append, 10)
+    image_pub = probe.create_publisher(Image, IMAGE_TOPIC, 10)
+    info_pub = probe.create_publisher(CameraInfo, "/camera/color/camera_info", 10)
+    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor.add_node(node)
+    executor.add_node(probe)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        assert node.io is None and node._state_machine.current_state[1] == "unconfigured"
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.io is not None
+        assert probe.count_subscribers(IMAGE_TOPIC) == 0 and not node.io.worker_alive  # inactive: not listening
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        frame = query_frames[0]
+        deadline = time.monotonic() + 15
+        while not poses:
+            assert time.monotonic() < deadline, "no pose from the activated lifecycle node"
+            info_pub.publish(_info(frame))
+            image_pub.publish(_image(frame))
+            time.sleep(0.2)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS and not node.io.worker_alive
+        deadline = time.monotonic() + 5
+        while probe.count_subscribers(IMAGE_TOPIC) > 0:
+            assert time.monotonic() < deadline, "the deactivated node still subscribes"
+            time.sleep(0.05)
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS and node.io is None
+        assert node._state_machine.current_state[1] == "unconfigured"
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        probe.destroy_node()
+        thread.join(timeout=5)
+
+
+def test_lifecycle_configure_fails_cleanly_on_a_bad_model(context, tmp_path):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from kd3d_ros.lifecycle_node import RelocalizerLifecycleNode
+
+    overrides = [Parameter("model_path", value=str(tmp_path / "none.kd3d")), Parameter("publish_tf", value=False)]
+    node = RelocalizerLifecycleNode(context=context, parameter_overrides=overrides)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.io is None and node._state_machine.current_state[1] == "unconfigured"
+    finally:
+        node.destroy_node()
