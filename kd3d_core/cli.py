@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(handler=_not_available(name))
             continue
         module.register(sub)
+    from kd3d_core.commands import HelpFormatter
+
+    for command_parser in sub.choices.values():  # every option's default shows in --help
+        command_parser.formatter_class = HelpFormatter
     return parser
 
 

@@ -1,6 +1,8 @@
 """The end-to-end demo on an embedded synthetic room: synth -> teach -> distil -> localize -> evaluate -> replay.
 
-Everything it writes goes under one folder; the summary says where the model, reports, plots and bags are.
+Everything it writes goes under one folder (default ./kd3d_demo in the directory it is run from, about 300 MB);
+the summary says where the model, reports, plots and bags are. An existing demo folder is replaced only with
+`overwrite` (the one overwrite rule of every kd3d output); a folder the demo did not make is never touched.
 Mapping runs at 320x240 (what the teacher labels and the student learns from); the query walk is rendered at
 640x480 and relocalized at that input size, as a robot's camera would deliver it.
 """
@@ -16,6 +18,7 @@ from typing import Any
 
 from kd3d_core.errors import ConfigError
 from kd3d_core.io_utils import atomic_write_text
+from kd3d_core.threads import usable_cores
 
 MARKER = "demo.json"
 IMAGE_TOPIC = "/camera/color/image_raw"
@@ -33,8 +36,9 @@ class DemoConfig:
     map_size_wh: tuple[int, int] = (320, 240)
     query_size_wh: tuple[int, int] = (640, 480)
     checkpoint: str | None = None
-    train_iterations: int | None = None
     device: str = "auto"
+    threads: int | None = None
+    overwrite: bool = False
     progress: bool = True
 
 
@@ -47,6 +51,8 @@ class DemoSummary:
     steps_s: dict[str, float] = field(default_factory=dict)
     accuracy: dict[str, Any] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    threads: int = 0
+    load_average: tuple[float, float, float] | None = None
     model_mb: float = 0.0
     paths: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -54,14 +60,17 @@ class DemoSummary:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"out": str(self.out), "teacher": self.teacher, "steps_s": self.steps_s, "accuracy": self.accuracy,
-                "timings_ms": self.timings_ms, "model_mb": self.model_mb, "paths": self.paths, "notes": self.notes}
+                "timings_ms": self.timings_ms, "threads": self.threads,
+                "load_average": self.load_average, "model_mb": self.model_mb, "paths": self.paths, "notes": self.notes}
 
 
-def _prepare_out(out: Path) -> None:
-    """Reuse OUT only if an earlier demo made it; never delete a folder we did not create."""
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    """Replace OUT only with `overwrite` and only if an earlier demo made it; never delete another folder."""
     if out.exists():
-        if not (out / MARKER).is_file() and any(out.iterdir()):
+        if not out.is_dir() or (not (out / MARKER).is_file() and any(out.iterdir())):
             raise ConfigError(f"{out} exists and is not a kd3d demo folder; choose another --out")
+        if not overwrite:
+            raise ConfigError(f"output {out} already exists (an earlier demo); pass --overwrite to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     atomic_write_text(out / MARKER, json.dumps({"status": "running"}) + "\n")
@@ -111,9 +120,7 @@ def _train(config: DemoConfig, scene_dir: Path, labels_dir: Path, summary: DemoS
     from kd3d_core.training.fast import FastTrainConfig, train_fast
 
     model = config.out / "model.kd3d"
-    fast = FastTrainConfig(device=config.device)
-    if config.train_iterations is not None:
-        fast = FastTrainConfig(device=config.device, iterations=config.train_iterations)
+    fast = FastTrainConfig(device=config.device)  # threads: set once by the command
     _timed(summary, "train", lambda: train_fast(scene_dir, labels_dir, model, fast, progress=config.progress))
     summary.model_mb = round(model.stat().st_size / 2**20, 2)
     summary.paths["model"] = str(model)
@@ -151,8 +158,12 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     from kd3d_core.localization import Relocalizer
     from kd3d_core.students.scene_model import load_scene_model
 
-    _prepare_out(config.out)
-    summary = DemoSummary(out=config.out, teacher="dust3r" if config.checkpoint else "depth")
+    from kd3d_core.bench.contention import load_average
+    from kd3d_core.threads import apply_threads
+
+    _prepare_out(config.out, config.overwrite)
+    summary = DemoSummary(out=config.out, teacher="dust3r" if config.checkpoint else "depth",
+                          threads=apply_threads(config.threads))
     start = time.perf_counter()
     scene_dir, query_dir, bag = _synthesize(config, summary)
     labels_dir = _teach(config, scene_dir, summary)
@@ -160,6 +171,7 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     relocalizer = Relocalizer(load_scene_model(model, config.device))
     _localize_and_evaluate(config, relocalizer, query_dir, summary)
     _replay(config, relocalizer, bag, summary)
+    summary.load_average = load_average()
     summary.steps_s["total"] = round(time.perf_counter() - start, 1)
     atomic_write_text(config.out / MARKER, json.dumps(summary.as_dict(), indent=1) + "\n")
     return summary
@@ -171,13 +183,16 @@ def format_summary(s: DemoSummary) -> str:
     med_t = a.get("median_translation_m")
     med_r = a.get("median_rotation_deg")
     t = s.timings_ms
+    load = ("n/a" if s.load_average is None else
+            f"{s.load_average[0]:.2f} (1 min) on {usable_cores()} cores")
     lines = [
         f"kd3d demo: {a.get('localized', 0)} of {a.get('frames', 0)} query frames localized (640x480 input)",
         f"  accuracy: {a.get('recall_2cm_2deg', 0):.1%} within 2 cm/2 deg, {a.get('recall_5cm_5deg', 0):.1%} within "
         f"5 cm/5 deg, {a.get('recall_10cm_10deg', 0):.1%} within 10 cm/10 deg; median error "
         + (f"{med_t * 100:.1f} cm, {med_r:.2f} deg" if med_t is not None else "n/a"),
         f"  speed: {t.get('total', float('nan')):.1f} ms/frame median ({1000 / max(t.get('total', 1e9), 1e-9):.1f} Hz;"
-        f" network {t.get('predict', float('nan')):.1f} ms, PnP {t.get('pnp', float('nan')):.1f} ms)",
+        f" network {t.get('predict', float('nan')):.1f} ms, PnP {t.get('pnp', float('nan')):.1f} ms;"
+        f" {s.threads} torch thread{'s' if s.threads != 1 else ''}, load average {load})",
         f"  model: {s.model_mb:.2f} MB (DUSt3R 512-DPT: 2.28 GB); teacher: {s.teacher}",
         "  time: " + ", ".join(f"{k} {v:.0f} s" for k, v in s.steps_s.items()),
     ]

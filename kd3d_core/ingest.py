@@ -24,7 +24,10 @@ from kd3d_core.bags import (
     IMAGE_TYPES,
     BagReader,
     PoseSource,
+    TfBuffer,
+    TfPoseSource,
     associate_nearest,
+    load_tf,
     open_bag,
     tf_pose_source,
     topic_pose_source,
@@ -56,7 +59,8 @@ class IngestConfig:
         intrinsics: (fx, fy, cx, cy) overriding CameraInfo (images are then taken as distortion-free).
         pose_tf: (parent, child) frames of a TF chain giving world_T_cam, e.g. ("map", "camera_optical").
         pose_topic: PoseStamped / PoseWithCovarianceStamped / Odometry / TransformStamped topic of the camera
-            optical frame. Neither pose option: poses are written as unknown (INF).
+            optical frame. Neither pose option: the discovery rule (`discover_pose_tf`, shared with replay)
+            takes the TF chain map -> image frame when the bag's TF connects them, else poses are unknown (INF).
         max_dt_s: association tolerance in seconds (poses and depth).
         stride: keep every Nth posed frame.
         min_motion: (metres, degrees): keep a frame when it moved this much from the last kept frame.
@@ -114,6 +118,7 @@ class IngestResult:
     undistorted: str | None
     world_frame: str
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    pose_source: str | None = None
 
 
 @dataclass
@@ -159,7 +164,7 @@ def ingest_bag(config: IngestConfig) -> IngestResult:
                         dropped_without_pose=dropped_pose, dropped_by_keyframing=dropped_kf,
                         depth_frames=depth_frames, K=model.K, size=model.size,
                         undistorted=model.distortion_model if undistorter else None, world_frame=world,
-                        warnings=tuple(warnings))
+                        warnings=tuple(warnings), pose_source=_describe_source(source, config))
 
 
 def default_camera_info_topic(image_topic: str) -> str:
@@ -196,12 +201,39 @@ def _camera_model(bag: BagReader, config: IngestConfig) -> CameraModel:
         raise MessageError(f"{topic}: {err}") from err
 
 
+DISCOVERY_RULE = "the TF chain {world} -> the image's frame_id, when the bag's /tf and /tf_static connect them"
+
+
+def discover_pose_tf(tf: TfBuffer, camera_frame: str, world_frame: str = "map") -> tuple[str, str] | None:
+    """The pose-discovery rule shared by `kd3d ingest` and `kd3d replay` (see DISCOVERY_RULE).
+
+    Without --pose-tf or --pose-topic, camera poses come from the TF chain world_frame -> camera_frame (the
+    image header's frame_id) when the bag's TF connects the two; otherwise there are none.
+    """
+    world, camera = world_frame.lstrip("/"), camera_frame.lstrip("/")
+    if world and camera and world != camera and tf.connected(world, camera):
+        return world, camera
+    return None
+
+
 def _pose_source(bag: BagReader, config: IngestConfig) -> PoseSource | None:
     if config.pose_tf is not None:
         return tf_pose_source(bag, config.pose_tf[0], config.pose_tf[1], config.max_dt_s)
     if config.pose_topic is not None:
         return topic_pose_source(bag, config.pose_topic, config.max_dt_s)
-    return None
+    tf = load_tf(bag)
+    chain = discover_pose_tf(tf, _first_frame_id(bag, config.image_topic))
+    return TfPoseSource(tf, chain[0], chain[1], round(config.max_dt_s * 1e9)) if chain else None
+
+
+def _describe_source(source: PoseSource | None, config: IngestConfig) -> str:
+    """Where the poses came from, for the command's summary line."""
+    if source is None:
+        return ("none (no --pose-tf/--pose-topic, and no TF chain map -> image frame in the bag): poses are "
+                "unknown")
+    given = config.pose_tf is not None or config.pose_topic is not None
+    return source.description + ("" if given else " (found by the rule: " + DISCOVERY_RULE.format(world="map")
+                                 + "; choose another with --pose-tf or --pose-topic)")
 
 
 def _first_frame_id(bag: BagReader, topic: str) -> str:

@@ -1,10 +1,11 @@
 """Offline replay: run the relocalizer on every image of a bag and write what the ROS node would publish.
 
 Reads Image/CompressedImage + CameraInfo (no ROS runtime), localizes each frame with the same `Relocalizer`
-the node uses, and writes a rosbag2 (version 8, sqlite3 or mcap) with PointCloud2 (map frame, x y z + packed
-rgb), PoseStamped, PoseWithCovarianceStamped and TF, each stamped with its input image's stamp. When the input
-bag has ground truth (a TF chain or a pose topic), the estimates are evaluated and the report is written next
-to the output bag (OUT_BAG.eval/).
+the node uses, and writes a rosbag2 (version 8, sqlite3 or mcap) with the node's topics and types
+(kd3d_core.messages.topics): /relocalizer/points (PointCloud2, map frame, x y z + packed rgb),
+/relocalizer/pose, /relocalizer/pose_with_covariance, /tf and /diagnostics, each stamped with its input
+image's stamp. When the input bag has ground truth (a TF chain or a pose topic), the estimates are evaluated
+and the report is written next to the output bag (OUT_BAG.eval/).
 """
 from __future__ import annotations
 
@@ -33,11 +34,13 @@ from kd3d_core.bags import (
 )
 from kd3d_core.errors import BagError, ConfigError, Kd3dError, MessageError
 from kd3d_core.evaluation import Trajectory, evaluate_trajectories, write_poses, write_report
+from kd3d_core.evaluation.seen import seen_warning
 from kd3d_core.geometry import is_valid_pose
 from kd3d_core.localization import FailureReason, PoseEstimate, Relocalizer, predicted_cloud
 from kd3d_core.localization.outputs import OutputFrames, build_localization_messages
-from kd3d_core.messages import (CameraModel, camera_info_to_model, decode_rgb, header_stamp_ns,
+from kd3d_core.messages import (CameraModel, build_header, camera_info_to_model, decode_rgb, header_stamp_ns,
                                  image_input_topic)
+from kd3d_core.messages import topics
 from kd3d_core.undistort import RelocalizerInput
 
 
@@ -51,9 +54,11 @@ class ReplayConfig:
         camera_info_topic: CameraInfo topic; None tries <image topic namespace>/camera_info.
         storage: output storage plugin (sqlite3 or mcap).
         pose_tf: (parent, child) TF chain of ground-truth camera poses; pose_topic: a pose topic instead.
-            Neither: the chain map frame -> image frame is used when the bag's TF has both frames.
+            Neither: the discovery rule shared with ingest (kd3d_core.ingest.discover_pose_tf): the chain
+            map frame -> image frame when the bag's TF connects them.
         max_dt_s: tolerance for ground truth and odometry association.
-        output_ns: namespace of the output topics (<ns>/points, <ns>/pose, <ns>/pose_with_covariance).
+        output_ns: namespace of the output topics (<ns>/points, <ns>/pose, <ns>/pose_with_covariance); the
+            default is the node's (/relocalizer), so a replayed bag shows in the shipped RViz config.
         map_frame: world frame id (None: the model's).
         odom_frame: publish map -> odom when the input TF has odom -> camera at the image stamp.
         cloud_min_conf, cloud_voxel_m, cloud_max_points: point cloud thinning (see predicted_cloud).
@@ -69,7 +74,7 @@ class ReplayConfig:
     pose_tf: tuple[str, str] | None = None
     pose_topic: str | None = None
     max_dt_s: float = 0.05
-    output_ns: str = "/kd3d"
+    output_ns: str = "/" + topics.NODE_NAME
     map_frame: str | None = None
     odom_frame: str = "odom"
     cloud_min_conf: float = 0.0
@@ -108,6 +113,7 @@ class ReplayResult:
     report: dict[str, Any] | None = None
     report_dir: Path | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 class _CameraInfos:
@@ -167,14 +173,16 @@ def _ground_truth(bag: BagReader, tf: TfBuffer, config: ReplayConfig, map_frame:
     max_dt_ns = round(config.max_dt_s * 1e9)
     if config.pose_topic is not None:
         return topic_pose_source(bag, config.pose_topic, config.max_dt_s)
-    parent, child = config.pose_tf or (map_frame, camera_frame)
-    parent, child = parent.lstrip("/"), child.lstrip("/")
+    if config.pose_tf is None:
+        from kd3d_core.ingest import discover_pose_tf
+
+        chain = discover_pose_tf(tf, camera_frame, map_frame)
+        return TfPoseSource(tf, chain[0], chain[1], max_dt_ns) if chain else None
+    parent, child = (f.lstrip("/") for f in config.pose_tf)
     if parent in tf.frames and child in tf.frames:
         return TfPoseSource(tf, parent, child, max_dt_ns)
-    if config.pose_tf is not None:
-        raise BagError(f"TF frames {parent!r} and {child!r} are not both in {bag.path} "
-                       f"(frames: {', '.join(sorted(tf.frames)) or 'none'})")
-    return None
+    raise BagError(f"TF frames {parent!r} and {child!r} are not both in {bag.path} "
+                   f"(frames: {', '.join(sorted(tf.frames)) or 'none'})")
 
 
 class _Replayer:
@@ -198,6 +206,7 @@ class _Replayer:
         self.failures: Counter[str] = Counter()
         self.timings: list[tuple[float, float, float, float]] = []
         self.frames_seen = 0
+        self.stamps: list[int] = []
         self.tf_child: str | None = None
 
     def run(self) -> None:
@@ -210,6 +219,7 @@ class _Replayer:
 
     def _frame(self, msg: Any, log_ns: int) -> None:
         stamp = header_stamp_ns(msg) or log_ns
+        self.stamps.append(stamp)
         if self.truth is not None:
             try:
                 ref = self.truth.pose_at(stamp)
@@ -218,6 +228,7 @@ class _Replayer:
             if ref is not None and is_valid_pose(ref):  # a NaN / non-rigid ground-truth TF cannot score a frame
                 self.reference.append((stamp, ref))
         estimate, prediction, rgb = self._localize(msg, stamp)
+        self._diagnostics(estimate, stamp, log_ns)
         if not estimate.success:
             self.failures[estimate.failure.value if estimate.failure else "unknown"] += 1
             return
@@ -228,13 +239,31 @@ class _Replayer:
                                 self.config.cloud_max_points) if prediction is not None else None
         msgs = build_localization_messages(estimate, stamp, self.frames, cloud, self._odom_T_cam(stamp),
                                            self.writer.factory)
-        ns = self.config.output_ns.rstrip("/")
         if msgs.cloud is not None:
-            self.writer.write(f"{ns}/points", msgs.cloud, log_ns)
-        self.writer.write(f"{ns}/pose", msgs.pose, log_ns)
-        self.writer.write(f"{ns}/pose_with_covariance", msgs.pose_with_covariance, log_ns)
-        self.writer.write("/tf", msgs.tf, log_ns)
+            self.writer.write(self._topic(topics.CLOUD), msgs.cloud, log_ns)
+        self.writer.write(self._topic(topics.POSE), msgs.pose, log_ns)
+        self.writer.write(self._topic(topics.POSE_WITH_COVARIANCE), msgs.pose_with_covariance, log_ns)
+        self.writer.write(topics.TF, msgs.tf, log_ns)
         self.tf_child = msgs.tf_child_frame
+
+    def _topic(self, declared: str) -> str:
+        """A node-relative output name in the configured namespace (the node's own by default)."""
+        return self.config.output_ns.rstrip("/") + declared[1:] if declared.startswith("~") else declared
+
+    def _diagnostics(self, estimate: PoseEstimate, stamp: int, log_ns: int) -> None:
+        """One DiagnosticArray per frame, with the node's status name (level OK when localized, else WARN)."""
+        factory = self.writer.factory
+        t = estimate.timings
+        values = [factory.make("diagnostic_msgs/msg/KeyValue", key=k, value=v) for k, v in (
+            ("inliers", str(estimate.inliers)), ("predict_ms", f"{t.predict_ms:.1f}"), ("pnp_ms", f"{t.pnp_ms:.1f}"))]
+        ok = estimate.success
+        message = "localized" if ok else f"not localized: {getattr(estimate.failure, 'value', '?')}"
+        status = factory.make("diagnostic_msgs/msg/DiagnosticStatus", level=0 if ok else 1,
+                              name=topics.DIAGNOSTIC_STATUS_NAME, message=message, hardware_id="kd3d replay",
+                              values=values)
+        msg = factory.make("diagnostic_msgs/msg/DiagnosticArray", header=build_header(factory, stamp, ""),
+                           status=[status])
+        self.writer.write(topics.DIAGNOSTICS, msg, log_ns)
 
     def _localize(self, msg: Any, stamp: int) -> tuple[PoseEstimate, Any, np.ndarray | None]:
         try:
@@ -280,12 +309,14 @@ def replay_bag(relocalizer: Relocalizer, config: ReplayConfig) -> ReplayResult:
             rep.run()
             counts = dict(writer.counts)
     report, report_dir = _evaluate(rep, out) if rep.truth is not None else (None, None)
+    meta = getattr(getattr(relocalizer, "predictor", None), "meta", None)
+    seen = seen_warning(meta, rep.stamps, "replayed frames") if meta is not None else None
     med = np.median(np.array(rep.timings), axis=0) if rep.timings else np.zeros(4)
     return ReplayResult(
         out_bag=out, frames=rep.frames_seen, localized=len(rep.estimates), failures=dict(rep.failures),
         median_timings_ms=dict(zip(("predict", "select", "pnp", "refine"), map(float, med))),
         tf_child_frame=rep.tf_child, ground_truth=rep.truth.description if rep.truth is not None else None,
-        report=report, report_dir=report_dir, counts=counts)
+        report=report, report_dir=report_dir, counts=counts, warnings=(seen,) if seen else ())
 
 
 def _trajectory(items: list[tuple[int, np.ndarray]]) -> Trajectory:

@@ -38,7 +38,24 @@ def summarize_bag(path: Path | str) -> dict:
         return {"kind": "bag", "path": str(bag.path), "storage": bag.storage.value,
                 "start_ns": bag.start_ns, "end_ns": bag.end_ns,
                 "duration_s": round((bag.end_ns - bag.start_ns) / 1e9, 6) if bag.message_count else 0.0,
-                "messages": bag.message_count, "topics": rows}
+                "messages": bag.message_count, "topics": rows, "tf": _tf_summary(bag)}
+
+
+def _tf_summary(bag) -> dict:
+    """TF frames, and per image topic the chain to its frame and the pose chain ingest/replay would use."""
+    from kd3d_core.bags import IMAGE_TYPES, load_tf
+    from kd3d_core.ingest import discover_pose_tf
+
+    tf = load_tf(bag)
+    cameras = []
+    for topic in bag.topics_of_type(IMAGE_TYPES):
+        first = next(bag.messages([topic]), None)
+        frame = str(first.msg.header.frame_id).lstrip("/") if first is not None else ""
+        chain = list(reversed(tf.ancestors(frame))) if frame in tf.frames else []
+        pose = discover_pose_tf(tf, frame) if frame else None
+        cameras.append({"topic": topic, "frame": frame, "chain": chain,
+                        "pose_tf": list(pose) if pose else None})
+    return {"frames": sorted(tf.frames), "cameras": cameras}
 
 
 def summarize_scene(path: Path | str) -> dict:
@@ -63,12 +80,35 @@ def summarize_scene(path: Path | str) -> dict:
     }
 
 
+def summarize_model(path: Path | str) -> dict:
+    """What a .kd3d scene model is: student, file size, input, world frame, teacher, mapping frames."""
+    from kd3d_core.students.model_file import read_model_meta
+
+    meta = read_model_meta(path)
+    mapping = meta.teacher.get("mapping") or {}
+    stamps = [s for s in mapping.get("stamps_ns", []) if s is not None]
+    return {"kind": "model", "path": str(path), "size_mb": round(Path(path).stat().st_size / 2**20, 2),
+            "student": meta.architecture, "head": meta.config.get("head"), "input_size": list(meta.input_size),
+            "output_stride": meta.output_stride, "world_frame": meta.world_frame,
+            "teacher": meta.teacher.get("teacher"), "scale_source": meta.teacher.get("scale_source"),
+            "mapping_frames": mapping.get("frames", meta.teacher.get("frames", meta.teacher.get("frames_labelled"))),
+            "mapping_stamps": None if not stamps else {"first_ns": min(stamps), "last_ns": max(stamps)},
+            "training": meta.training, "format_version": meta.format_version}
+
+
 def summarize(path: Path | str) -> dict:
-    """summarize_bag or summarize_scene, whichever `path` is."""
+    """summarize_bag, summarize_scene or summarize_model, whichever `path` is."""
     path = Path(path)
     if not path.exists():
         raise Kd3dError(f"{path} does not exist")
-    return summarize_bag(path) if is_bag_path(path) else summarize_scene(path)
+    if path.is_file() and path.suffix == ".kd3d":
+        return summarize_model(path)
+    if is_bag_path(path):
+        return summarize_bag(path)
+    if path.is_file():
+        raise Kd3dError(f"{path} is a file but neither a .kd3d model nor a bag; `kd3d info` takes a bag, a scene "
+                        "folder or a .kd3d model")
+    return summarize_scene(path)
 
 
 def _table(rows: list[list[str]], right: set[int]) -> list[str]:
@@ -85,13 +125,25 @@ def _pairs(items: list[tuple[str, str]]) -> list[str]:
 def format_bag(s: dict) -> str:
     """Aligned text for a bag summary."""
     lines = _pairs([("bag", s["path"]), ("storage", s["storage"]), ("duration", f"{s['duration_s']:.3f} s"),
-                    ("start", f"{s['start_ns'] / 1e9:.3f} s"), ("end", f"{s['end_ns'] / 1e9:.3f} s"),
+                    ("start", f"{format_stamp(s['start_ns'])} s"), ("end", f"{format_stamp(s['end_ns'])} s"),
                     ("messages", str(s["messages"]))])
     rows = [["topic", "type", "count", "rate"]]
     for t in s["topics"]:
         rate = "-" if t["rate_hz"] is None else f"{t['rate_hz']:.2f} Hz"
         rows.append([t["topic"], t["type"], str(t["count"]), rate])
-    return "\n".join(lines + [""] + _table(rows, right={2, 3}))
+    return "\n".join(lines + [""] + _table(rows, right={2, 3}) + [""] + _format_tf(s.get("tf")))
+
+
+def _format_tf(tf: dict | None) -> list[str]:
+    if not tf:
+        return []
+    lines = [f"TF frames: {', '.join(tf['frames']) or 'none (no /tf or /tf_static)'}"]
+    for cam in tf["cameras"]:
+        chain = " -> ".join(cam["chain"]) if len(cam["chain"]) > 1 else "not in TF"
+        pose = (f"poses from TF {cam['pose_tf'][0]} -> {cam['pose_tf'][1]} (found automatically)" if cam["pose_tf"]
+                else "no map -> camera chain: give --pose-tf PARENT CHILD or --pose-topic")
+        lines.append(f"{cam['topic']} (frame {cam['frame'] or '?'}): TF {chain}; ingest/replay: {pose}")
+    return lines
 
 
 def format_scene(s: dict) -> str:
@@ -107,7 +159,7 @@ def format_scene(s: dict) -> str:
              ("poses", f"{s['posed_frames']} of {s['frames']} frames ({100 * s['posed_frames'] / n:.0f}%)")]
     ts = s["timestamps"]
     items.append(("timestamps", "none" if ts is None else
-                  f"{ts['count']} frames, {ts['first_ns'] / 1e9:.3f} .. {ts['last_ns'] / 1e9:.3f} s "
+                  f"{ts['count']} frames, {format_stamp(ts['first_ns'])} .. {format_stamp(ts['last_ns'])} s "
                   f"(span {ts['span_s']:.3f} s)"))
     if s.get("source"):
         src = s["source"]
@@ -116,7 +168,28 @@ def format_scene(s: dict) -> str:
     return "\n".join(_pairs(items))
 
 
+def format_stamp(stamp_ns: int) -> str:
+    """Nanosecond stamp as seconds with exactly nine decimals (no float rounding: 1700000035.100000000)."""
+    sign = "-" if stamp_ns < 0 else ""
+    return f"{sign}{abs(stamp_ns) // 10**9}.{abs(stamp_ns) % 10**9:09d}"
+
+
+def format_model(s: dict) -> str:
+    """Aligned text for a model summary."""
+    w, h = s["input_size"]
+    span = s["mapping_stamps"]
+    items = [("model", s["path"]), ("size", f"{s['size_mb']:.2f} MB"),
+             ("student", s["student"] + (f" ({s['head']} head)" if s.get("head") else "")),
+             ("input", f"{w}x{h} RGB (any image is resized to it), output stride {s['output_stride']}"),
+             ("camera", "any: each image's own intrinsics are used for PnP"),
+             ("world frame", s["world_frame"]),
+             ("teacher", f"{s['teacher']} (scale: {s['scale_source']})"),
+             ("mapping frames", f"{s['mapping_frames']}" + ("" if span is None else
+                                f", stamps {format_stamp(span['first_ns'])} .. {format_stamp(span['last_ns'])} s"))]
+    return "\n".join(_pairs(items))
+
+
 def format_summary(s: dict) -> str:
-    """Aligned text for either kind of summary."""
-    return format_bag(s) if s["kind"] == "bag" else format_scene(s)
+    """Aligned text for any kind of summary."""
+    return {"bag": format_bag, "scene": format_scene, "model": format_model}[s["kind"]](s)
 

@@ -32,6 +32,7 @@ from kd3d_core.messages import (
     decode_rgb,
     header_stamp_ns,
 )
+from kd3d_core.messages import topics
 from kd3d_core.prediction import ScenePrediction
 from kd3d_core.tf_math import frame_pose_in_map, move_pose_covariance
 from kd3d_core.undistort import RelocalizerInput, same_camera
@@ -49,11 +50,11 @@ class TfUnavailable(Kd3dError):
 class Output(str, Enum):
     """What the node publishes, and where (relative names resolve in the node's namespace)."""
 
-    CLOUD = "~/points"
-    POSE = "~/pose"
-    POSE_WITH_COVARIANCE = "~/pose_with_covariance"
-    INITIAL_POSE = "/initialpose"
-    TF = "/tf"
+    CLOUD = topics.CLOUD  # the names are shared with `kd3d replay` (kd3d_core.messages.topics)
+    POSE = topics.POSE
+    POSE_WITH_COVARIANCE = topics.POSE_WITH_COVARIANCE
+    INITIAL_POSE = topics.INITIAL_POSE
+    TF = topics.TF
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from kd3d_core.errors import ConfigError, Kd3dError
 from kd3d_core.localization import Relocalizer, RelocalizerConfig
-from kd3d_core.messages import ModuleFactory, transform_to_matrix
+from kd3d_core.messages import ModuleFactory, topics, transform_to_matrix
 from kd3d_ros.params import PARAMETERS, NodeConfig, ParamSpec
 from kd3d_ros.pipeline import FramePipeline, FrameResult, Output, TfUnavailable
 from kd3d_ros.runtime import Intake, NodeStats, build_diagnostic_array
@@ -42,7 +42,7 @@ from kd3d_ros.runtime import Intake, NodeStats, build_diagnostic_array
 if TYPE_CHECKING:
     import numpy as np
 
-NODE_NAME = "relocalizer"
+NODE_NAME = topics.NODE_NAME  # shared with `kd3d replay` (kd3d_core.messages.topics)
 # Best effort + keep last 1: a frame that arrives while the previous one is still being read replaces it.
 SENSOR_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)
@@ -177,7 +177,7 @@ class RelocalizerIO:
         self.pipeline = FramePipeline(relocalizer, config, self.factory, lookup)
         self._outputs = {out: node.create_publisher(_MSG_TYPES[out], out.value, 1 if out is Output.CLOUD else 10)
                          for out in self._enabled_outputs()}
-        self._diagnostics = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics = node.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self._diag_timer = node.create_timer(config.diagnostics_period, self._publish_diagnostics,
                                              callback_group=MutuallyExclusiveCallbackGroup())
         trigger = import_trigger()

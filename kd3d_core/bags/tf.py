@@ -77,6 +77,15 @@ class TfBuffer:
             seen.add(parent)
         return chain
 
+    def ancestors(self, frame: str) -> list[str]:
+        """`frame` and its parents up to the root of its tree, nearest first."""
+        return self._chain(frame.lstrip("/"))
+
+    def connected(self, parent: str, child: str) -> bool:
+        """True when `parent` is `child` or one of its ancestors (a lookup parent <- child can succeed)."""
+        parent, child = parent.lstrip("/"), child.lstrip("/")
+        return child in self.frames and parent in self._chain(child)
+
     def _edge_at(self, child: str, stamp_ns: int, max_dt_ns: int) -> np.ndarray:
         edge = self._edges[child]
         if edge.bad:

@@ -22,7 +22,9 @@ SPEED_COLUMNS = [
     ("method", "method"), ("input", "network / features input"), ("decode_ms", "decode ms"),
     ("network_ms", "network ms"), ("pnp_ms", "PnP ms"), ("total_ms", "total ms"), ("fps", "frames/s"),
     ("localized", "localized"), ("recall_5cm_5deg", "5cm/5°"), ("dust3r_pair_over_total", "DUSt3R pair / total"),
+    ("busy_over_idle", "one core busy / idle"),
 ]
+CONTENTION_TARGET = 1.5  # per-frame time with one core busy, as a multiple of idle (issue 11)
 
 
 def dust3r_timing(ctx: BenchContext) -> Dust3rTiming | None:
@@ -83,6 +85,13 @@ def run_speed(ctx: BenchContext) -> list[Table]:
         except Exception as err:  # noqa: BLE001 - one failing method must not lose the other results
             traceback.print_exc(file=sys.stderr)
             errors.append((method, err))
+    students = [r["method"] for r in rows if not r["method"].startswith("classical-")]
+    if students:
+        try:
+            rows.append(_contention_row(ctx, preset, students[0], frames))
+        except Exception as err:  # noqa: BLE001 - keep the other rows
+            traceback.print_exc(file=sys.stderr)
+            errors.append((f"{students[0]} under contention", err))
     if dust3r is not None:
         rows.append({"method": "DUSt3R 512-DPT, one pair", "input": f"2 x {dust3r.size_wh[0]}x{dust3r.size_wh[1]} "
                      f"({dust3r.device})", "network_ms": dust3r.forward_ms.to_dict(), "total_ms": None})
@@ -94,6 +103,10 @@ def run_speed(ctx: BenchContext) -> list[Table]:
         "decode: JPEG -> RGB; network: resize + forward (students) or feature detection (classical); PnP: "
         "correspondence selection / retrieval + matching, PnP-RANSAC and refinement; total: all of them.",
         "localized and 5cm/5° are over the first pass of these frames (they show the timed runs did real work).",
+        f"latency under contention: the first student timed on the same frames twice in a row, idle and with one "
+        f"core kept busy by a busy-looping process the benchmark starts and stops; 'one core busy / idle' = ratio "
+        f"of the median totals (target <= {CONTENTION_TARGET}x), at {torch_threads()} torch thread(s) (kd3d's "
+        "default: OMP_NUM_THREADS, else half the cores; see README 'Threads').",
     ]
     if dust3r is not None:
         notes.append(
@@ -130,6 +143,32 @@ def _method_row(ctx: BenchContext, preset: str, method: str, frames: list[Frame]
     w, h = model.meta.input_size
     stats = time_localizer(Relocalizer(model), frames, cfg.repeats)
     return _row(method, f"{w}x{h} ({ctx.device()})", stats, dust3r)
+
+
+def torch_threads() -> int:
+    """Torch's intra-op threads in effect (set once by the command)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _contention_row(ctx: BenchContext, preset: str, method: str, frames: list[Frame]) -> dict:
+    """Per-frame time of one student with one core busy, as a ratio to idle measured right before."""
+    from kd3d_core.bench.contention import busy_cores
+    from kd3d_core.localization import Relocalizer
+    from kd3d_core.students import load_scene_model
+
+    model = load_scene_model(ctx.model(preset, method).model_path, ctx.device())
+    localizer = Relocalizer(model)
+    idle = time_localizer(localizer, frames, ctx.config.repeats)
+    with busy_cores(1):
+        busy = time_localizer(localizer, frames, ctx.config.repeats)
+    w, h = model.meta.input_size
+    row = _row(f"{method}, one core busy", f"{w}x{h} ({ctx.device()}, {torch_threads()} threads)", busy, None)
+    busy_over_idle = ratio(busy["total"].median, idle["total"].median)
+    row["busy_over_idle"] = None if busy_over_idle is None else round(busy_over_idle, 2)
+    row["idle_total_ms"] = idle["total"].to_dict()
+    return row
 
 
 def ctx_queries(ctx: BenchContext, preset: str) -> list[Frame]:

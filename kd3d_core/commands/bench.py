@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from kd3d_core.bench.config import FAMILIES
+from kd3d_core.commands import add_quiet_argument, add_threads_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,11 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dust3r-repeats", type=int, default=None, help="timed DUSt3R 512-DPT pair forwards")
     p.add_argument("--no-dust3r-timing", action="store_true", help="skip the DUSt3R 512-DPT forward timing")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's); on a shared, loaded CPU 1 can be much faster")
+    add_threads_argument(p)
     p.add_argument("--workdir", type=Path, default=Path("bench_work"),
                    help="rooms, labels, models and maps (default ./bench_work; rooms are reused across runs)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_quiet_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -47,7 +47,7 @@ def bench_config(args: argparse.Namespace):
     from kd3d_core.bench.config import BenchConfig, quick_config
 
     base = quick_config() if args.quick else BenchConfig()
-    overrides = {"device": args.device, "workdir": args.workdir, "progress": not args.no_progress}
+    overrides = {"device": args.device, "workdir": args.workdir, "progress": not args.quiet}
     flag_fields = {"only": "families", "rooms": "rooms", "students": "students", "mapping_frames": "mapping_frames",
                    "query_frames": "query_frames", "train_minutes": "train_minutes",
                    "fast_iterations": "fast_iterations", "fast_buffer": "fast_buffer", "repeats": "repeats",
@@ -65,11 +65,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmarks, print the Markdown report, write the files; exit 1 when a section failed."""
     from kd3d_core.bench import report_markdown, run_benchmarks, write_outputs
 
-    config = bench_config(args)
-    if args.threads is not None:
-        import torch
+    from kd3d_core.threads import apply_threads
 
-        torch.set_num_threads(max(1, args.threads))
+    config = bench_config(args)
+    apply_threads(args.threads)
     command = "kd3d bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "bench" else "kd3d bench"
     report = run_benchmarks(config, command=command.strip())
     write_outputs(report, args.json, args.markdown)

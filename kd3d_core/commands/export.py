@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kd3d_core.commands import add_overwrite_argument, add_threads_argument, refuse_existing
 from kd3d_core.errors import ConfigError
 
 
@@ -18,15 +19,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", type=Path, default=None, help="write an ONNX file")
     p.add_argument("--torchscript", type=Path, default=None, help="write a TorchScript file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    add_threads_argument(p)
+    add_overwrite_argument(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Export to the requested formats."""
     from kd3d_core.students.export import export_onnx, export_torchscript
+    from kd3d_core.threads import apply_threads
 
     if args.onnx is None and args.torchscript is None:
         raise ConfigError("choose at least one of --onnx PATH and --torchscript PATH")
+    refuse_existing([args.onnx, args.torchscript], args.overwrite)
+    apply_threads(args.threads)
     if args.onnx is not None:
         export_onnx(args.model, args.onnx, opset=args.opset)
         print(f"wrote {args.onnx}", file=sys.stderr)

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from kd3d_core.commands import add_quiet_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ingest subcommand."""
@@ -24,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--K", nargs=4, type=float, metavar=("FX", "FY", "CX", "CY"), default=None,
                    help="intrinsics of the (distortion-free) images, instead of CameraInfo")
     poses = p.add_mutually_exclusive_group()
+    p.epilog = ("Poses: --pose-tf or --pose-topic; with neither, the TF chain map -> the image's frame_id is used "
+                "when the bag's TF connects them (the same rule as kd3d replay; `kd3d info BAG` lists the chains).")
     poses.add_argument("--pose-tf", nargs=2, metavar=("PARENT", "CHILD"), default=None,
                        help="camera pose from the TF chain PARENT -> CHILD (/tf + /tf_static), e.g. "
                             "map camera_color_optical_frame")
@@ -40,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scene split the frames belong to (default mapping)")
     p.add_argument("--jpg", action="store_true", help="store colour as JPEG (default: lossless PNG)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -65,4 +69,5 @@ def run(args: argparse.Namespace) -> int:
           f"({result.dropped_without_pose} without pose, {result.dropped_by_keyframing} skipped by keyframing), "
           f"{result.size[0]}x{result.size[1]}, fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} cx={K[0, 2]:.2f} cy={K[1, 2]:.2f}"
           f"{undist}, depth on {result.depth_frames} frames, world frame {result.world_frame}", file=sys.stderr)
+    print(f"poses: {result.pose_source}", file=sys.stderr)
     return 0

@@ -5,6 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from kd3d_core.commands import (add_overwrite_argument, add_quiet_argument, add_threads_argument,
+                                check_model_argument, refuse_existing)
+
 
 def add_relocalizer_arguments(p: argparse.ArgumentParser) -> None:
     """Relocalizer options shared by localize, replay and bench."""
@@ -24,6 +27,7 @@ def add_relocalizer_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iterations", type=int, default=d.ransac_iterations, help="RANSAC iterations")
     g.add_argument("--refine", choices=[m.value for m in RefineMethod], default=d.refine.value)
     g.add_argument("--min-inliers", type=int, default=d.min_inliers, help="fewer inliers = not localized")
+    add_threads_argument(g)
 
 
 def relocalizer_config_from_args(args: argparse.Namespace):  # -> RelocalizerConfig (lazy import)
@@ -51,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tum (needs timestamps), colmap (name qw qx qy qz tx ty tz, world->camera; default) or "
                         "posefolder (NAME.pose.txt files)")
     p.add_argument("--json", type=Path, default=None, help="also write the evaluation report (needs poses)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
+    add_overwrite_argument(p)
     add_relocalizer_arguments(p)
     p.set_defaults(handler=run)
 
@@ -64,20 +69,26 @@ def run(args: argparse.Namespace) -> int:
     from kd3d_core.localization.scene_run import localize_frames, reference_trajectory
     from kd3d_core.scene import open_scene
     from kd3d_core.students.scene_model import load_scene_model
+    from kd3d_core.threads import apply_threads
 
+    check_model_argument(args.model, [args.scene], "kd3d localize MODEL.kd3d SCENE --out POSES")
+    refuse_existing([args.out, args.json], args.overwrite)
+    threads = apply_threads(args.threads)
     config = relocalizer_config_from_args(args)
     scene = open_scene(args.scene)
     frames = scene.split(args.split)
     if not frames:
         raise Kd3dError(f"scene {args.scene} has no frames in split {args.split}")
     model = load_scene_model(args.model, args.device)
+    _warn_seen(model.meta, frames, args.split)
     run_ = localize_frames(Relocalizer(model, config), frames, progress=not args.quiet)
     write_poses(args.out, run_.trajectory(), args.format)
     t = run_.median_timings_ms()
     failures = ", ".join(f"{k} {v}" for k, v in sorted(run_.failures().items())) or "none"
     print(f"wrote {args.out}: {len(run_.trajectory())} of {len(frames)} frames localized (failures: {failures}); "
           f"median {t['total']:.1f} ms/frame (predict {t['predict']:.1f}, select {t['select']:.1f}, "
-          f"pnp {t['pnp']:.1f}, refine {t['refine']:.1f}) on {model.device}", file=sys.stderr)
+          f"pnp {t['pnp']:.1f}, refine {t['refine']:.1f}) on {model.device}, {threads} CPU thread"
+          f"{'s' if threads != 1 else ''}", file=sys.stderr)
     reference = reference_trajectory(frames)
     if reference is None:
         return 0
@@ -90,3 +101,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_report(result, args.json, extra={f"timing_{k}_ms": v for k, v in t.items()})
     return 0
+
+
+def _warn_seen(meta, frames, split: str) -> None:
+    """Warn when frames to score are the model's mapping frames (by stamp, else by the scene's split)."""
+    from kd3d_core.evaluation.seen import seen_warning
+
+    warning = seen_warning(meta, [f.stamp_ns for f in frames], f"{split} frames")
+    if warning is None and split != "query" and not meta.teacher.get("mapping"):
+        warning = (f"--split {split} scores mapping frames; a model distilled from this scene was built from them, "
+                   "so their accuracy is not relocalization accuracy")
+    if warning:
+        print(f"kd3d localize: warning: {warning}", file=sys.stderr)

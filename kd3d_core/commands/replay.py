@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kd3d_core.commands import add_quiet_argument, check_model_argument
 from kd3d_core.commands.localize import add_relocalizer_arguments, relocalizer_config_from_args
 
 
@@ -32,13 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     truth.add_argument("--pose-topic", default=None, help="ground-truth camera pose topic")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate even when ground truth exists")
     p.add_argument("--max-dt", type=float, default=0.05, metavar="SECONDS", help="TF / pose association tolerance")
-    p.add_argument("--ns", default="/kd3d", help="namespace of the output topics (default /kd3d)")
+    p.add_argument("--ns", default="/relocalizer",
+                   help="namespace of the output topics (default /relocalizer: the node's, as in config/kd3d.rviz)")
     p.add_argument("--map-frame", default=None, help="map frame id (default: the model's world frame)")
     p.add_argument("--odom-frame", default="odom", help="odom frame for the map -> odom TF (default odom)")
     p.add_argument("--cloud-voxel", type=float, default=None, metavar="METRES", help="voxel-thin the clouds")
     p.add_argument("--cloud-max-points", type=int, default=20000, help="points per cloud at most")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_BAG if it exists")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
     add_relocalizer_arguments(p)
     p.set_defaults(handler=run)
 
@@ -48,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from kd3d_core.localization import Relocalizer
     from kd3d_core.replay import ReplayConfig, replay_bag
     from kd3d_core.students.scene_model import load_scene_model
+    from kd3d_core.threads import apply_threads
 
+    check_model_argument(args.model, [args.in_bag, args.out_bag],
+                         "kd3d replay MODEL.kd3d IN_BAG OUT_BAG --image-topic TOPIC")
+    apply_threads(args.threads)
     reloc_config = relocalizer_config_from_args(args)
     config = ReplayConfig(
         in_bag=args.in_bag, out_bag=args.out_bag, image_topic=args.image_topic,
@@ -64,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.out_bag}: {result.localized} of {result.frames} frames localized (failures: {failures}); "
           f"median predict {t['predict']:.1f} ms, pnp {t['pnp']:.1f} ms, refine {t['refine']:.1f} ms; "
           f"TF child {result.tf_child_frame}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"kd3d replay: warning: {warning}", file=sys.stderr)
     if result.report is not None:
         r = result.report
         print(f"ground truth from {result.ground_truth}: recall 2cm/2deg {r['recall_2cm_2deg']:.1%}, 5cm/5deg "

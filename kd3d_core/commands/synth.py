@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kd3d_core.commands import parse_size
+from kd3d_core.commands import add_overwrite_argument, parse_size
 from kd3d_core.errors import ConfigError
 
 
@@ -23,11 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--query-frames", type=int, default=None, help="query frames (default frames / 3)")
     p.add_argument("--size", type=parse_size, default=(320, 240), help="image size WxH (default 320x240)")
     p.add_argument("--jpg", action="store_true", help="store colour as JPEG (12Scenes style) instead of PNG")
-    p.add_argument("--bag", type=Path, default=None, help="also write the frames as a bag at this path")
+    p.add_argument("--bag", type=Path, default=None, metavar="DIR",
+                   help="also write the walks as two bags, DIR/mapping and DIR/query (DIR/mapping.bag and "
+                        "DIR/query.bag for ros1), so a model distilled from the mapping bag is never scored on "
+                        "the frames it was mapped from")
     p.add_argument("--bag-storage", default="sqlite3", choices=["sqlite3", "mcap", "ros1"],
                    help="bag format for --bag (default sqlite3 rosbag2)")
     p.add_argument("--bag-depth", action="store_true", help="include a depth image topic in the bag")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT (and the bag) if they exist")
+    add_overwrite_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -35,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
     """Render the scene, then optionally the bag."""
     from kd3d_core.synth import SynthConfig, render_scene
 
-    if args.bag is not None and args.bag.exists() and not args.overwrite:
-        raise ConfigError(f"bag {args.bag} already exists (pass --overwrite to replace it)")
+    if args.bag is not None and not args.overwrite:
+        for path in [args.out, *_bag_paths(args).values()]:
+            if path.exists():
+                raise ConfigError(f"output {path} already exists (pass --overwrite to replace it)")
     query = args.frames // 3 if args.query_frames is None else args.query_frames
     config = SynthConfig(preset=args.preset, seed=args.seed, mapping_frames=args.frames, query_frames=query,
                          size_wh=args.size, color_ext="jpg" if args.jpg else "png")
@@ -48,14 +53,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bag_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """Split name -> bag path under --bag DIR."""
+    suffix = ".bag" if args.bag_storage == "ros1" else ""
+    return {split: args.bag / f"{split}{suffix}" for split in ("mapping", "query")}
+
+
 def _write_bag(args: argparse.Namespace) -> None:
     from kd3d_core.bags import write_scene_bag
     from kd3d_core.scene import open_scene
 
-    if args.bag.exists():
-        import shutil
-
-        shutil.rmtree(args.bag) if args.bag.is_dir() else args.bag.unlink()
-    write_scene_bag(open_scene(args.out), args.bag, storage=args.bag_storage,
-                    depth_topic="/camera/depth/image_raw" if args.bag_depth else None)
-    print(f"wrote bag {args.bag} ({args.bag_storage})", file=sys.stderr)
+    if args.bag.exists() and not args.bag.is_dir():
+        raise ConfigError(f"--bag {args.bag} is a file; give a folder for the mapping and query bags")
+    scene = open_scene(args.out)
+    for split, path in _bag_paths(args).items():
+        if not scene.split(split):
+            continue
+        result = write_scene_bag(scene, path, storage=args.bag_storage, split=split, overwrite=args.overwrite,
+                                 depth_topic="/camera/depth/image_raw" if args.bag_depth else None)
+        print(f"wrote {split} bag {path} ({args.bag_storage}, {result.frames} frames)", file=sys.stderr)

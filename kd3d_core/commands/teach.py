@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kd3d_core.commands import add_quiet_argument, add_threads_argument
 from kd3d_core.errors import ConfigError
 
 
@@ -25,7 +26,9 @@ def register(subparsers) -> None:
                                           "(torchrun --nproc_per_node=N -m kd3d_core teach ...) DUSt3R pair "
                                           "inference is sharded over the processes.")
     p.add_argument("scene", type=Path, help="scene folder (12Scenes/7Scenes layout)")
-    p.add_argument("--teacher", choices=("dust3r", "depth"), default="dust3r")
+    p.add_argument("--teacher", choices=("dust3r", "depth"), default=None,
+                   help="dust3r (pairwise pointmaps + global alignment; needs --checkpoint) or depth (sensor depth + "
+                        "poses); default: dust3r when --checkpoint is given, else depth (as kd3d distill)")
     p.add_argument("--checkpoint", help="DUSt3R .pth, Hugging Face folder, or hub name (online)")
     p.add_argument("--labels-dir", type=Path, help="output folder (default SCENE/labels/TEACHER)")
     p.add_argument("--size", type=int, choices=(512, 224), default=512, help="DUSt3R input size")
@@ -41,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-amp", action="store_true", help="disable autocast on CUDA")
     p.add_argument("--estimate-focal", action="store_true", help="ignore the scene's K; estimate focal length")
     p.add_argument("--min-conf", type=float, default=1.5, help="DUSt3R confidence below which pixels get no label")
-    p.add_argument("--no-progress", action="store_true")
+    add_threads_argument(p)
+    add_quiet_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -57,14 +61,18 @@ def build_config(args: argparse.Namespace):
     dust3r = Dust3rConfig(checkpoint=args.checkpoint, size=args.size, batch=args.batch,
                           device=DeviceChoice(args.device), amp=not args.no_amp,
                           use_known_K=not args.estimate_focal, pairs=pairs, align=AlignConfig(min_conf=args.min_conf))
-    return TeachConfig(teacher=TeacherKind(args.teacher), labels_dir=args.labels_dir, label_size=args.label_size,
-                       dust3r=dust3r, progress=not args.no_progress)
+    from kd3d_core.commands.distill import teacher_of
+
+    return TeachConfig(teacher=TeacherKind(teacher_of(args)), labels_dir=args.labels_dir, label_size=args.label_size,
+                       dust3r=dust3r, progress=not args.quiet)
 
 
 def run(args: argparse.Namespace) -> int:
     """Handler: build the config, run the teacher, print a one-line summary."""
     from kd3d_core.teachers import teach_scene
+    from kd3d_core.threads import apply_threads
 
+    apply_threads(args.threads)
     result = teach_scene(args.scene, build_config(args))
     if result is None:
         return 0

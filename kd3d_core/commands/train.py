@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from kd3d_core.commands import parse_size
+from kd3d_core.commands import (add_overwrite_argument, add_quiet_argument, add_threads_argument, parse_size,
+                                refuse_existing, refuse_flags)
 from kd3d_core.errors import ConfigError
 
 
@@ -39,11 +40,21 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     g.add_argument("--resume", action="store_true", help="continue from OUT.ckpt when it exists")
     g.add_argument("--log-dir", type=Path, default=None, help="CSV/TensorBoard/PNG logs (default OUT_logs/)")
-    f = p.add_argument_group("fast student (--student fast: frozen encoder + head on a feature buffer)")
-    f.add_argument("--iterations", type=int, default=None, help="head training steps (default: the trainer's)")
-    f.add_argument("--buffer-size", type=int, default=None, help="feature buffer rows (default: the trainer's)")
+    add_threads_argument(g)
+    add_quiet_argument(p)
+    f = p.add_argument_group("fast student (--student fast: frozen encoder + scene memory); the options above "
+                             "from --epochs to --log-dir train end-to-end students only and are refused here")
+    f.add_argument("--iterations", type=int, default=None,
+                   help="MLP head training steps (only with --arch-opt head=mlp; default: the trainer's)")
+    f.add_argument("--buffer-size", type=int, default=None,
+                   help="MLP head feature buffer rows (only with --arch-opt head=mlp; default: the trainer's)")
     f.add_argument("--encoder", type=Path, default=None, help="encoder weights (default: the shipped one)")
-    f.add_argument("--threads", type=int, default=None, help="torch CPU threads while training")
+
+
+# Options of the end-to-end trainer that the fast student's mapping does not use: value meaning "not given".
+END_TO_END_ONLY = {"epochs": 50, "max_minutes": None, "batch_size": 8, "lr": 1e-3, "loss": "mse",
+                   "reproj_weight": 0.0, "no_augment": False, "val_fraction": 0.1, "patience": 10, "no_amp": False,
+                   "resume": False, "log_dir": None, "freeze_backbone": False, "pretrained": None}
 
 
 def training_config(args: argparse.Namespace, out: Path):
@@ -52,6 +63,8 @@ def training_config(args: argparse.Namespace, out: Path):
     from kd3d_core.training.config import AugmentConfig, LossKind, TrainConfig
 
     arch = get_architecture(args.student)
+    refuse_flags(args, {"iterations": None, "buffer_size": None, "encoder": None},
+                 f"with --student {args.student} (they belong to the fast student)")
     options = parse_arch_options(args.arch_opt)
     if args.freeze_backbone:
         if "freeze_backbone" not in {f for f in arch.config_cls.__dataclass_fields__}:
@@ -64,7 +77,7 @@ def training_config(args: argparse.Namespace, out: Path):
         augment=AugmentConfig(enabled=not args.no_augment), val_fraction=args.val_fraction,
         patience=args.patience, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
         amp=not args.no_amp, pretrained=args.pretrained, checkpoint=Path(f"{out}.ckpt"), resume=args.resume,
-        log_dir=args.log_dir or out.with_name(out.stem + "_logs"))
+        log_dir=args.log_dir or out.with_name(out.stem + "_logs"), progress=not args.quiet)
 
 
 def resolve_labels_dir(scene_root: Path, labels_dir: Path | None, teacher: str | None) -> Path:
@@ -93,20 +106,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output model file (.kd3d)")
     p.add_argument("--labels-dir", type=Path, default=None, help="labels folder (default SCENE/labels/<teacher>)")
     p.add_argument("--teacher", default=None, help="use SCENE/labels/TEACHER")
+    add_overwrite_argument(p)
     add_training_arguments(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train and report the held-out error."""
+    from kd3d_core.io_utils import check_output
     from kd3d_core.labels import LabelStore
     from kd3d_core.scene import open_scene
+    from kd3d_core.students.registry import get_architecture
+    from kd3d_core.threads import apply_threads
     from kd3d_core.training.trainer import train_student
 
-    from kd3d_core.io_utils import check_output
-    from kd3d_core.students.registry import get_architecture
-
+    refuse_existing([args.out], args.overwrite or args.resume)
     check_output(args.out)  # writable, with free space: before training, not after it
+    apply_threads(args.threads)
     if get_architecture(args.student).trainer == "fast":
         return run_fast(args)
     cfg = training_config(args, args.out)
@@ -121,13 +137,18 @@ def fast_training_config(args: argparse.Namespace):
     """A frozen FastTrainConfig from the flags (--size gives the input height; --arch-opt the FastConfig)."""
     from dataclasses import replace
 
-    from kd3d_core.students.fast import FastConfig
+    from kd3d_core.students.fast import FastConfig, HeadKind
     from kd3d_core.students.registry import config_from_dict, parse_arch_options
     from kd3d_core.training.fast import FastTrainConfig
 
-    cfg = FastTrainConfig(student=config_from_dict(FastConfig, parse_arch_options(args.arch_opt), partial=True),
-                          input_height=args.size[1], encoder_path=args.encoder, seed=args.seed, device=args.device,
-                          threads=args.threads)
+    refuse_flags(args, END_TO_END_ONLY, "with the fast student (it maps the scene without a training loop)")
+    student = config_from_dict(FastConfig, parse_arch_options(args.arch_opt), partial=True)
+    if student.head is HeadKind.KNN:
+        refuse_flags(args, {"iterations": None, "buffer_size": None},
+                     "with the fast student's default kNN head (it is not trained; --arch-opt head=mlp trains one)")
+    # Threads are set once by the command (kd3d_core.threads); the trainer keeps them.
+    cfg = FastTrainConfig(student=student, input_height=args.size[1], encoder_path=args.encoder, seed=args.seed,
+                          device=args.device, threads=None)
     if args.iterations is not None:
         cfg = replace(cfg, iterations=args.iterations)
     if args.buffer_size is not None:
@@ -139,8 +160,9 @@ def run_fast(args: argparse.Namespace) -> int:
     """`kd3d train --student fast`: map the scene with the fast trainer."""
     from kd3d_core.training.fast import train_fast
 
+    config = fast_training_config(args)  # refuses flags the fast student ignores before anything else
     labels = resolve_labels_dir(args.scene, args.labels_dir, args.teacher)
-    report_fast(train_fast(args.scene, labels, args.out, fast_training_config(args)), args.out)
+    report_fast(train_fast(args.scene, labels, args.out, config, progress=not args.quiet), args.out)
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 
@@ -155,3 +156,64 @@ def evaluate_trajectories(estimates: Trajectory, reference: Trajectory, mode: Ma
         err = pose_error(estimates.poses[est_i], reference.poses[ref_i])
         frames.append(FrameError(name, err.translation_m, err.rotation_deg))
     return EvaluationResult(tuple(frames), reference.poses, est_poses, mode)
+
+
+@dataclass(frozen=True)
+class SplitSelection:
+    """The reference frames an evaluation scores, and a sentence saying which.
+
+    Attributes:
+        trajectory: the selected reference poses.
+        split: "query", "mapping" or "all" for a scene-folder reference; None for pose files.
+        description: e.g. "the query split of scene S: 100 frames (frame-000300 .. frame-000399)".
+    """
+
+    trajectory: Trajectory
+    split: str | None
+    description: str
+
+
+def _subset(trajectory: Trajectory, keep: set[str]) -> Trajectory:
+    idx = [i for i, n in enumerate(trajectory.names) if canonical_name(n) in keep]
+    stamps = None if trajectory.stamps_s is None else trajectory.stamps_s[idx]
+    return Trajectory(tuple(trajectory.names[i] for i in idx), trajectory.poses[idx].reshape(len(idx), 4, 4),
+                      stamps, trajectory.keyed_by_stamp)
+
+
+def _span(names: tuple[str, ...]) -> str:
+    if not names:
+        return "no frames"
+    ordered = sorted(names)
+    return f"{len(names)} frames" + (f" ({ordered[0]} .. {ordered[-1]})" if len(names) > 1 else f" ({ordered[0]})")
+
+
+def select_scene_split(reference: Trajectory, path: Path | str, split: str | None) -> SplitSelection:
+    """Restrict a scene-folder reference to one split (default query); other references are used whole.
+
+    Scoring a scene's mapping frames measures how well a model remembers what it was built from, not
+    relocalization; so a scene reference scores its query split unless `split` asks otherwise.
+
+    Raises:
+        Kd3dError: `split` given for a reference that is not a scene folder, or the chosen split is empty.
+    """
+    from kd3d_core.errors import SceneError
+    from kd3d_core.scene import open_scene
+
+    scene = None
+    if Path(path).is_dir():
+        try:
+            scene = open_scene(path)
+        except SceneError:
+            scene = None
+    if scene is None:
+        if split is not None:
+            raise Kd3dError(f"--split needs a scene folder as --reference; {path} is a pose file or pose folder")
+        return SplitSelection(reference, None, f"every pose in {path}: {_span(reference.names)}")
+    chosen = split or "query"
+    keep = {canonical_name(f.name) for f in scene.split(chosen)}
+    selected = _subset(reference, keep)
+    if not len(selected):
+        other = "mapping" if chosen == "query" else "query"
+        raise Kd3dError(f"scene {path} has no posed frames in its {chosen} split; choose --split {other} or all "
+                        "(mapping frames are what a model distilled from this scene was built from)")
+    return SplitSelection(selected, chosen, f"the {chosen} split of scene {path}: {_span(selected.names)}")

@@ -46,6 +46,20 @@ def plot_error_cdf(result: EvaluationResult, path: Path | str) -> Path:
     return path
 
 
+def colour_scale_top(err_cm: np.ndarray) -> float:
+    """Top of the error colour scale: the 95th percentile of the errors rounded up to 1-2-5 steps (>= 0.5 cm).
+
+    A fixed 0-20 cm scale made every error under a few cm the same colour; the percentile keeps one outlier from
+    flattening the rest (larger errors are clipped to the top colour, and the colour bar says so).
+    """
+    finite = err_cm[np.isfinite(err_cm)]
+    p95 = float(np.percentile(finite, 95)) if finite.size else 0.0
+    for step in (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000):
+        if p95 <= step:
+            return float(step)
+    return float(np.ceil(p95 / 1000.0) * 1000.0)
+
+
 def plot_trajectory(result: EvaluationResult, path: Path | str) -> Path:
     """Top-down view of reference and estimated camera centres (the two axes with the largest spread).
 
@@ -62,9 +76,10 @@ def plot_trajectory(result: EvaluationResult, path: Path | str) -> Path:
     for r, e in zip(ref[ok], est[ok]):
         ax.plot([r[axes[0]], e[axes[0]]], [r[axes[1]], e[axes[1]]], "-", color="tab:red", lw=0.5, alpha=0.6)
     err_cm = result.translation_m[ok] * 100
-    sc = ax.scatter(est[ok, axes[0]], est[ok, axes[1]], c=np.minimum(err_cm, 20.0), cmap="viridis", s=12,
-                    vmin=0, vmax=20, label="estimate", zorder=3)
-    fig.colorbar(sc, ax=ax, label="translation error [cm] (clipped at 20)")
+    top = colour_scale_top(err_cm)
+    sc = ax.scatter(est[ok, axes[0]], est[ok, axes[1]], c=np.minimum(err_cm, top), cmap="viridis", s=12,
+                    vmin=0, vmax=top, label="estimate", zorder=3)
+    fig.colorbar(sc, ax=ax, label=f"translation error [cm] (clipped at {top:g})")
     if (~ok).any():
         ax.scatter(ref[~ok, axes[0]], ref[~ok, axes[1]], marker="x", color="tab:red", s=20, label="not localized")
     names = "xyz"

@@ -139,7 +139,8 @@ def write_tum(path: Path | str, trajectory: Trajectory) -> None:
     lines = ["# timestamp tx ty tz qx qy qz qw (camera-to-world, OpenCV optical camera frame)"]
     for stamp, pose in zip(trajectory.stamps_s, trajectory.poses):
         q = matrix_to_quat_xyzw(pose[:3, :3])
-        lines.append(f"{stamp:.9f} " + " ".join(f"{v:.9g}" for v in (*pose[:3, 3], *q)))
+        # float64 seconds near 1.7e9 resolve ~0.2 us: nine decimals would print noise (1700000035.099999905)
+        lines.append(f"{stamp:.6f} " + " ".join(f"{v:.9g}" for v in (*pose[:3, 3], *q)))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 

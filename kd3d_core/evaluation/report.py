@@ -44,9 +44,9 @@ def markdown_summary(report: dict[str, Any], title: str = "Relocalization accura
     return "\n".join(lines) + "\n"
 
 
-def write_report(result: EvaluationResult, json_path: Path | str, markdown_path: Path | str | None = None,
+def write_report(result: EvaluationResult, json_path: Path | str | None, markdown_path: Path | str | None = None,
                  plots_dir: Path | str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the JSON report (and optionally Markdown and plots); returns the report dictionary.
+    """Write the JSON report (when `json_path` is given) and optionally Markdown and plots; returns the report.
 
     Plot paths are recorded in the JSON under "plots".
     """
@@ -55,7 +55,8 @@ def write_report(result: EvaluationResult, json_path: Path | str, markdown_path:
         plots = Path(plots_dir)
         report["plots"] = {"error_cdf": str(plot_error_cdf(result, plots / "error_cdf.png")),
                            "trajectory": str(plot_trajectory(result, plots / "trajectory.png"))}
-    atomic_write_text(json_path, json.dumps(report, indent=1, allow_nan=False) + "\n")
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(report, indent=1, allow_nan=False) + "\n")
     if markdown_path is not None:
         atomic_write_text(markdown_path, markdown_summary(report))
     return report

@@ -82,7 +82,8 @@ def _teach_and_train(cfg: DistillConfig, progress: bool):
     if isinstance(cfg.train, FastTrainConfig):
         from kd3d_core.training.fast import train_fast
 
-        return train_fast(open_scene(cfg.scene), labels_dir, cfg.out, cfg.train)
+        return train_fast(open_scene(cfg.scene), labels_dir, cfg.out, cfg.train,
+                          progress=getattr(cfg.teach, "progress", True))
     return train_student(open_scene(cfg.scene), store, cfg.train, cfg.out)
 
 

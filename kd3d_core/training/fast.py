@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from kd3d_core.errors import ConfigError, Kd3dError, ModelError
+from kd3d_core.evaluation.seen import mapping_record
 from kd3d_core.geometry import invert_pose
 from kd3d_core.labels import LabelStore
 from kd3d_core.scene import Scene, Split, open_scene
@@ -368,7 +369,8 @@ def _map_scene(scene: Scene, store: LabelStore, config: FastTrainConfig, progres
                   "buffer_s": round(buffer_s, 2), "train_s": round(train_s, 2), "final_loss": None if math.isnan(final_loss) else final_loss,
                   "median_train_error_m": median_err},
         teacher={"teacher": labels_meta.teacher, "scale_source": labels_meta.scale_source.value,
-                 "checkpoint_digest": labels_meta.checkpoint_digest, "frames": len(views)})
+                 "checkpoint_digest": labels_meta.checkpoint_digest, "frames": len(views),
+                 "mapping": mapping_record(scene, [v.name for v in views])})
     return FastTrainResult(student.cpu().eval(), meta, len(views), len(buf), buf.passes, load_s, buffer_s, train_s,
                            final_loss, median_err)
 

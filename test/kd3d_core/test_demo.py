@@ -1,4 +1,5 @@
 """The demo end to end on a tiny room (accuracy is measured by the real demo and `kd3d bench`, not here)."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from kd3d_core.errors import ConfigError
 def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path):
     out = tmp_path / "demo"
     cfg = DemoConfig(out=out, preset="tiny", mapping_frames=16, query_frames=4, map_size_wh=(96, 72),
-                     query_size_wh=(128, 96), train_iterations=30, device="cpu", progress=False)
+                     query_size_wh=(128, 96), device="cpu", threads=1, progress=False)
     summary = run_demo(cfg)
     for key in ("model", "report", "result_bag", "query_bag", "labels"):
         assert Path(summary.paths[key]).exists(), key
@@ -22,9 +23,13 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path):
         assert key in report
     assert (out / "evaluation" / "error_cdf.png").is_file()
     assert json.loads((out / MARKER).read_text())["teacher"] == "depth"
-    assert "query frames localized" in format_summary(summary)
-    # a second run reuses its own folder
-    run_demo(cfg)
+    text = format_summary(summary)
+    assert "query frames localized" in text
+    assert "1 torch thread, load average" in text  # the speed figure says how busy the machine was
+    # the one overwrite rule: an earlier demo is replaced only when asked
+    with pytest.raises(ConfigError, match="already exists.*--overwrite"):
+        run_demo(cfg)
+    run_demo(dataclasses.replace(cfg, overwrite=True))
 
 
 def test_demo_refuses_a_foreign_folder(tmp_path):

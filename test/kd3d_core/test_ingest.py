@@ -292,7 +292,9 @@ def test_missing_bag_and_existing_output(plain_bag, tmp_path, capsys):
     rc, err = run_cli(["ingest", str(plain_bag), str(tmp_path / "o"), "--image-topic", IMAGE, "--overwrite",
                        "--quiet"], capsys)
     assert rc == 0, err
-    assert all(f.world_T_cam is None for f in open_scene(tmp_path / "o").frames)  # no pose source: unknown poses
+    # no pose flags: the shared discovery rule finds the bag's TF chain map -> image frame (as replay does)
+    assert all(f.world_T_cam is not None for f in open_scene(tmp_path / "o").frames)
+    assert "TF map -> camera_color_optical_frame (found by the rule" in err
 
 
 def test_unknown_tf_frame(plain_bag, tmp_path):

@@ -48,6 +48,11 @@ def test_replay_writes_messages_and_report(scene, relocalizer, tmp_path, storage
         for item in reader.messages(list(reader.topics)):
             seen[item.topic] = seen.get(item.topic, 0) + 1
             msg = item.msg
+            if item.topic == "/diagnostics":
+                status = msg.status[0]
+                assert status.name == "relocalizer: relocalization" and status.level == 0
+                assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec in truth
+                continue
             if item.topic == "/tf":
                 ts = msg.transforms[0]
                 assert ts.header.frame_id == "map" and ts.child_frame_id == "camera_color_optical_frame_kd3d"
@@ -56,19 +61,20 @@ def test_replay_writes_messages_and_report(scene, relocalizer, tmp_path, storage
                 assert msg.header.frame_id == "map"
                 stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
             assert stamp in truth and item.log_ns == stamp  # stamped with the input image's stamp
-            if item.topic == "/kd3d/pose":
+            if item.topic == "/relocalizer/pose":
                 err = pose_error(stamped_pose_from_msg(msg).T, truth[stamp])
                 assert err.translation_m < 1e-4 and err.rotation_deg < 1e-3
-            elif item.topic == "/kd3d/pose_with_covariance":
+            elif item.topic == "/relocalizer/pose_with_covariance":
                 np.testing.assert_allclose(pose_to_matrix(msg.pose.pose), truth[stamp], atol=1e-4)
                 cov = covariance_to_matrix(msg)
                 np.testing.assert_allclose(cov, cov.T)
                 assert np.all(np.linalg.eigvalsh(cov) > 0)
-            elif item.topic == "/kd3d/points":
+            elif item.topic == "/relocalizer/points":
                 points, colors = decode_pointcloud2(msg)
                 assert points.dtype == np.float32 and len(points) > 100 and colors is not None
                 assert [f.name for f in msg.fields] == ["x", "y", "z", "rgb"]
-    assert seen == {"/kd3d/points": 5, "/kd3d/pose": 5, "/kd3d/pose_with_covariance": 5, "/tf": 5}
+    assert seen == {"/relocalizer/points": 5, "/relocalizer/pose": 5, "/relocalizer/pose_with_covariance": 5,
+                    "/tf": 5, "/diagnostics": 5}
     report = json.loads((Path(f"{out}.eval") / "report.json").read_text())
     assert report["frames"] == 5 and report["recall_2cm_2deg"] == 1.0
     assert (Path(f"{out}.eval") / "plots" / "trajectory.png").is_file()

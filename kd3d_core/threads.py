@@ -1,0 +1,58 @@
+"""The CPU thread policy of every command that runs a network (and of the ROS node).
+
+A robot's CPU is never idle. PyTorch's default uses one OpenMP thread per core, and every parallel region
+waits for its slowest thread: when another process holds one of those cores, each region stalls until the
+scheduler gives the thread back, and per-frame time collapses (measured on a 2-core machine with one core
+busy: 2 threads 4-5x slower than idle, 1 thread about as fast as idle; figures in README "Threads").
+So kd3d leaves half the cores to the rest of the machine by default:
+
+* `--threads N` (or the node's `threads` parameter) wins;
+* else OMP_NUM_THREADS when the user set it;
+* else max(1, usable cores // 2).
+
+On an otherwise idle machine `--threads $(nproc)` gives PyTorch's own default (all cores).
+"""
+from __future__ import annotations
+
+import os
+
+from kd3d_core.errors import ConfigError
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (affinity mask when the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS when set to a positive integer, else half the usable cores (at least 1)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, usable_cores() // 2)
+
+
+def resolve_threads(requested: int | None) -> int:
+    """The thread count to set: `requested`, or the policy's default when None.
+
+    Raises:
+        ConfigError: a count below 1.
+    """
+    if requested is None:
+        return default_threads()
+    if requested < 1:
+        raise ConfigError(f"threads must be at least 1, got {requested}")
+    return int(requested)
+
+
+def apply_threads(requested: int | None) -> int:
+    """Set torch's intra-op thread count once (at the start of a command); returns the count in effect."""
+    import torch
+
+    count = resolve_threads(requested)
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count

@@ -1,0 +1,53 @@
+"""The thread policy of every network command, the competing load the benchmark uses, and the --threads flag."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from kd3d_core.bench.contention import busy_cores, load_average
+from kd3d_core.cli import build_parser
+from kd3d_core.errors import ConfigError
+from kd3d_core.threads import default_threads, resolve_threads, usable_cores
+
+NETWORK_COMMANDS = {
+    "localize": ["M.kd3d", "S", "--out", "p.txt"], "replay": ["M.kd3d", "in", "out", "--image-topic", "/i"],
+    "demo": [], "distill": ["S", "--out", "m.kd3d"], "teach": ["S"], "train": ["S", "--out", "m.kd3d"],
+    "export": ["M.kd3d", "--onnx", "m.onnx"], "bench": [],
+}
+
+
+def test_default_is_half_the_cores_unless_omp_num_threads_says(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert default_threads() == max(1, usable_cores() // 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert default_threads() == max(1, usable_cores() // 2)
+
+
+def test_an_explicit_count_wins_and_nonsense_is_refused():
+    assert resolve_threads(5) == 5
+    assert resolve_threads(None) == default_threads()
+    with pytest.raises(ConfigError, match="at least 1"):
+        resolve_threads(0)
+
+
+@pytest.mark.parametrize("command", sorted(NETWORK_COMMANDS))
+def test_every_network_command_takes_threads(command):
+    args = build_parser().parse_args([command, *NETWORK_COMMANDS[command], "--threads", "2"])
+    assert args.threads == 2
+
+
+def test_threads_zero_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["localize", "M.kd3d", "S", "--out", "p", "--threads", "0"])
+
+
+def test_busy_cores_starts_and_stops_its_load():
+    with busy_cores(1, settle_s=0.05) as pids:
+        assert len(pids) == 1
+        os.kill(pids[0], 0)  # alive while the block runs
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)
+    assert load_average() is None or len(load_average()) == 3
