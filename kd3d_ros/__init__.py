@@ -1,6 +1,6 @@
-"""kd3d's ROS 2 side: the relocalizer node and its rclpy-free helpers.
+"""kd3d's ROS 2 side: the relocalizer node (plain and managed) and its rclpy-free helpers.
 
-`relocalizer_node` is the only module that imports rclpy; `params` (the parameter table), `runtime` (frame
-intake, rate limit, diagnostics bookkeeping) and `pipeline` (one frame to the published messages) do not, so
-CI tests them without ROS.
+`relocalizer_node` and `lifecycle_node` are the only modules that import rclpy; `params` (the parameter table),
+`input_stream` (rate limit and input loss by stamps), `runtime` (frame intake and diagnostics bookkeeping) and
+`pipeline` (one frame to the published messages) do not, so they are tested without ROS.
 """

@@ -1,4 +1,4 @@
-"""Frame intake (newest-wins mailbox, rate limit), failure log throttling and diagnostics, without ROS."""
+"""Frame intake (newest-wins mailbox, rate limit, input loss), failure log throttling and diagnostics, without ROS."""
 from __future__ import annotations
 
 import threading
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from kd3d_core.messages import build_image, rgb_to_image_fields, ros2_typestore
-from kd3d_ros.runtime import (DiagLevel, FailureLog, InputLossMeter, Intake, LatestSlot, NodeStats, RateLimiter,
-                              build_diagnostic_array)
+from kd3d_ros.input_stream import InputLossMeter, RateLimiter
+from kd3d_ros.runtime import DiagLevel, FailureLog, Intake, LatestSlot, NodeStats, build_diagnostic_array
 
 
 class FakeClock:
