@@ -14,6 +14,7 @@ kd3d additions: kd3d.json (world frame id, explicit split lists, source), timest
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -246,12 +247,12 @@ def _info_number(info: dict[str, str], key: str, kind: type, default: float | No
             raise SceneError(f"info.txt has no {key}")
         return default
     try:
-        value = kind(float(info[key])) if kind is int else float(info[key])
-    except (ValueError, OverflowError):
+        value = float(info[key])
+    except ValueError:
         raise SceneError(f"info.txt {key} = {info[key]!r} is not a number") from None
-    if not np.isfinite(value) or (kind is int and float(info[key]) != value):
+    if not math.isfinite(value) or (kind is int and not value.is_integer()):
         raise SceneError(f"info.txt {key} = {info[key]!r} is not a finite {kind.__name__}")
-    return value
+    return int(value) if kind is int else value
 
 
 def _info_size(info: dict[str, str], prefix: str, required: bool) -> tuple[int, int] | None:
