@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kd3d_core.commands import add_overwrite_argument, parse_size
+from kd3d_core.commands import add_overwrite_argument, add_quiet_argument, parse_size
 from kd3d_core.errors import ConfigError
 
 
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bag format for --bag (default sqlite3 rosbag2)")
     p.add_argument("--bag-depth", action="store_true", help="include a depth image topic in the bag")
     add_overwrite_argument(p)
+    add_quiet_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     query = args.frames // 3 if args.query_frames is None else args.query_frames
     config = SynthConfig(preset=args.preset, seed=args.seed, mapping_frames=args.frames, query_frames=query,
                          size_wh=args.size, color_ext="jpg" if args.jpg else "png")
-    result = render_scene(config, args.out, overwrite=args.overwrite)
+    result = render_scene(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {result.path}: {result.frames} frames ({config.mapping_frames} mapping, {query} query) at "
           f"{config.size_wh[0]}x{config.size_wh[1]}, {result.fps:.1f} frames/s", file=sys.stderr)
     if args.bag is not None:
@@ -70,5 +71,6 @@ def _write_bag(args: argparse.Namespace) -> None:
         if not scene.split(split):
             continue
         result = write_scene_bag(scene, path, storage=args.bag_storage, split=split, overwrite=args.overwrite,
-                                 depth_topic="/camera/depth/image_raw" if args.bag_depth else None)
+                                 depth_topic="/camera/depth/image_raw" if args.bag_depth else None,
+                                 progress=not args.quiet)
         print(f"wrote {split} bag {path} ({args.bag_storage}, {result.frames} frames)", file=sys.stderr)

@@ -78,7 +78,9 @@ class SceneModel:
             raise Kd3dError(f"predict needs an RGB uint8 HxWx3 image, got {rgb_HW3.dtype} {rgb_HW3.shape}")
         h, w = rgb_HW3.shape[:2]
         if (w, h) == self._size_wh:
-            resized = np.ascontiguousarray(rgb_HW3)
+            # torch.from_numpy on a read-only view (an image decoded from a message's bytes) warns of undefined
+            # behaviour; a writable contiguous copy costs well under a millisecond
+            resized = rgb_HW3 if rgb_HW3.flags.c_contiguous and rgb_HW3.flags.writeable else np.array(rgb_HW3)
         else:
             interp = cv2.INTER_AREA if w > self._size_wh[0] else cv2.INTER_LINEAR
             resized = cv2.resize(rgb_HW3, self._size_wh, dst=self._resized_HW3, interpolation=interp)

@@ -235,7 +235,7 @@ def fold_standardisation(student: FastStudent, mean: torch.Tensor, std: torch.Te
 
 @torch.no_grad()
 def build_knn_head(config: FastConfig, buf: FeatureBuffer, generator: torch.Generator,
-                   chunk: int = 65_536) -> KnnHead:
+                   chunk: int = 65_536, progress: bool = False) -> KnnHead:
     """The feature memory of a mapped scene: PCA of the standardised buffer features, unit keys, label points.
 
     Standardisation and projection fold into one affine map (proj, shift), so the head reads raw features.
@@ -250,7 +250,7 @@ def build_knn_head(config: FastConfig, buf: FeatureBuffer, generator: torch.Gene
     head.shift.copy_((mean / std) @ V)
     keys = torch.cat([torch.nn.functional.normalize(buf.features_NC[a:a + chunk].float() @ head.proj - head.shift,
                                                     dim=-1) for a in range(0, n, chunk)])
-    centroids, assign = spherical_kmeans(keys, config.knn_lists, generator)
+    centroids, assign = spherical_kmeans(keys, config.knn_lists, generator, progress=progress)
     order = torch.argsort(assign)
     head.keys.copy_(keys[order].to(head.keys.dtype))
     head.points.copy_(buf.points_N3[order])
@@ -260,15 +260,15 @@ def build_knn_head(config: FastConfig, buf: FeatureBuffer, generator: torch.Gene
     return head
 
 
-def spherical_kmeans(keys_Nd: torch.Tensor, k: int, generator: torch.Generator,
-                     iterations: int = 8, chunk: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
+def spherical_kmeans(keys_Nd: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 8,
+                     chunk: int = 65_536, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """k-means on unit vectors by cosine similarity: centroids (k, d) and each key's list (N,)."""
     n = keys_Nd.shape[0]
     centroids = keys_Nd[torch.randperm(n, generator=generator)[:k]].clone()
     if centroids.shape[0] < k:  # fewer keys than lists: pad with copies (empty lists are harmless)
         centroids = centroids[torch.arange(k) % centroids.shape[0]]
     assign = torch.zeros(n, dtype=torch.long)
-    for _ in range(iterations):
+    for _ in tqdm(range(iterations), desc="build kNN memory", unit="pass", disable=not progress):
         assign = torch.cat([(keys_Nd[a:a + chunk] @ centroids.T).argmax(dim=1) for a in range(0, n, chunk)])
         sums = torch.zeros_like(centroids).index_add_(0, assign, keys_Nd)
         filled = torch.bincount(assign, minlength=k) > 0
@@ -351,7 +351,7 @@ def _map_scene(scene: Scene, store: LabelStore, config: FastTrainConfig, progres
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed + 1)
     if config.student.head is HeadKind.KNN:
-        student.head = build_knn_head(config.student, buf, generator)
+        student.head = build_knn_head(config.student, buf, generator, progress=progress)
         student.config = dataclasses.replace(config.student, knn_size=len(buf))
         final_loss, median_err, steps = float("nan"), 0.0, 0
     else:

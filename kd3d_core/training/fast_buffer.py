@@ -159,6 +159,8 @@ def fill_buffer(encoder: torch.nn.Module, views: list[MappingView], size: int, a
             bar.update(len(got[1]))
             if count >= size:
                 break
+    bar.total = bar.n  # one pass over the views may hold fewer cells than `size`: end the bar at 100 %
+    bar.refresh()
     bar.close()
     return _assemble(rows, views, size, rng, passes)
 

@@ -184,3 +184,20 @@ def test_trajectory_colour_scale_follows_the_errors():
     assert colour_scale_top(np.array([0.1, 0.2])) == 0.5
     assert colour_scale_top(np.array([np.inf])) == 0.5
     assert colour_scale_top(np.array([30.0] * 20)) == 50.0
+
+
+def test_predict_accepts_a_read_only_image_without_warning(model):
+    """Replay and the node decode images as read-only views of the message bytes (no PyTorch UB warning)."""
+    import warnings
+
+    from kd3d_core.students.scene_model import load_scene_model
+
+    scene, path = model
+    net = load_scene_model(path, "cpu")
+    w, h = net.meta.input_size
+    rgb = np.frombuffer(bytes(w * h * 3), dtype=np.uint8).reshape(h, w, 3)
+    assert not rgb.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prediction = net.predict(rgb)
+    assert prediction.points_hw3.shape[:2] == prediction.conf_hw.shape
