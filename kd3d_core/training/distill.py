@@ -2,7 +2,6 @@
 own library entry points (kd3d_core.ingest.ingest_bag, kd3d_core.teachers.teach_scene, train_student)."""
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,27 +43,19 @@ def _say(text: str, progress: bool) -> None:
 def distill(cfg: DistillConfig):
     """Run ingest (optional), teach and train; returns the TrainResult (FastTrainResult for the fast student).
 
-    The model output is checked for writability and free space first. When this call ingested the scene and a
-    later stage fails (or is interrupted), the scene it created is removed again, so the same command can be
-    rerun as it is.
+    The model output is checked for writability and free space first (before any stage). `kd3d distill` removes
+    a scene it ingested when a later stage fails.
     """
     progress = getattr(cfg.train, "progress", True)
     check_output(cfg.out)
-    if cfg.ingest is None:
-        return _teach_and_train(cfg, progress)
-    from kd3d_core.ingest import ingest_bag
+    if cfg.ingest is not None:
+        from kd3d_core.ingest import ingest_bag
 
-    if Path(cfg.ingest.out) != Path(cfg.scene):
-        raise ConfigError("distill: the ingest output must be the scene that is taught")
-    res = ingest_bag(cfg.ingest)
-    _say(f"ingested {res.frames} frames from {cfg.ingest.bag} into {res.path}", progress)
-    try:
-        return _teach_and_train(cfg, progress)
-    except BaseException:
-        shutil.rmtree(res.path, ignore_errors=True)
-        print(f"distill: removed the scene {res.path} this run ingested, since a later stage failed",
-              file=sys.stderr)
-        raise
+        if Path(cfg.ingest.out) != Path(cfg.scene):
+            raise ConfigError("distill: the ingest output must be the scene that is taught")
+        res = ingest_bag(cfg.ingest)
+        _say(f"ingested {res.frames} frames from {cfg.ingest.bag} into {res.path}", progress)
+    return _teach_and_train(cfg, progress)
 
 
 def _teach_and_train(cfg: DistillConfig, progress: bool):
