@@ -24,9 +24,15 @@ from kd3d_core.alignment.sim3 import (Sim3Array, compose, identity, inverse, pro
 
 @dataclass(frozen=True)
 class GraphConfig:
-    """Robustness settings of the pose graph (angles in radians, residuals relative to scene depth)."""
+    """Robustness settings of the pose graph (angles in radians, residuals relative to scene depth).
+
+    An edge is screened out when the rotation cycle error of its triangles stays above
+    max(triangle_max_error, triangle_factor x the median triangle error) once worse edges are removed (the
+    threshold follows the teacher's noise: DUSt3R-level pairs have 2-3 degree cycles, exact ones almost none).
+    """
 
     triangle_max_error: float = np.radians(5.0)
+    triangle_factor: float = 3.0
     reject_rot: float = np.radians(3.0)
     reject_point: float = 0.05
     reject_factor: float = 4.0
@@ -68,26 +74,45 @@ def _unordered(edges: EdgeSet) -> tuple[dict[tuple[int, int], int], np.ndarray]:
     return keys, project_to_rotation(np.array(sums).reshape(-1, 3, 3))
 
 
-def triangle_scores(n: int, edges: EdgeSet) -> np.ndarray:
-    """Per directed edge: median rotation cycle error (rad) over the triangles through it; NaN when none."""
-    keys, U = _unordered(edges)
+def _triangles(n: int, keys: dict[tuple[int, int], int], U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles of the unordered graph as (T, 3) key indices (ab, bc, ac) and their rotation cycle errors."""
     nbr: list[set[int]] = [set() for _ in range(n)]
     for a, b in keys:
         nbr[a].add(b)
         nbr[b].add(a)
-    tri = [(a, b, c) for (a, b) in keys for c in nbr[a] & nbr[b] if c > b]
-    per_key: list[list[float]] = [[] for _ in keys]
-    if tri:
-        t = np.array(tri)
-        ab = np.array([keys[(a, b)] for a, b, _ in tri])
-        bc = np.array([keys[(b, c)] for _, b, c in tri])
-        ac = np.array([keys[(a, c)] for a, _, c in tri])
-        err = rot_angle(U[ab] @ U[bc] @ np.transpose(U[ac], (0, 2, 1)))
-        for k, e in zip(np.concatenate([ab, bc, ac]), np.tile(err, 3)):
-            per_key[k].append(float(e))
-        del t
-    med = np.array([np.median(v) if v else np.nan for v in per_key])
-    return np.array([med[keys[(min(i, j), max(i, j))]] for i, j in zip(edges.i.tolist(), edges.j.tolist())])
+    tri = [(keys[(a, b)], keys[(b, c)], keys[(a, c)]) for (a, b) in keys for c in nbr[a] & nbr[b] if c > b]
+    if not tri:
+        return np.zeros((0, 3), np.int64), np.zeros(0)
+    t = np.array(tri)
+    return t, rot_angle(U[t[:, 0]] @ U[t[:, 1]] @ np.transpose(U[t[:, 2]], (0, 2, 1)))
+
+
+def _key_medians(n_keys: int, tri: np.ndarray, err: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """Per unordered edge: median cycle error over its live triangles; NaN when it has none."""
+    per_key: list[list[float]] = [[] for _ in range(n_keys)]
+    for k, e in zip(tri[live].ravel().tolist(), np.repeat(err[live], 3).tolist()):
+        per_key[k].append(e)
+    return np.array([np.median(v) if v else np.nan for v in per_key])
+
+
+def triangle_scores(n: int, edges: EdgeSet, max_error: float | None = None,
+                    factor: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per directed edge: median rotation cycle error (rad) of its triangles (NaN when none), and inlier flags.
+
+    Edges are culled worst first: after each removal the triangles through it no longer count against its
+    neighbours, so one wrong pair does not take the good edges around it down with it.
+    """
+    keys, U = _unordered(edges)
+    tri, err = _triangles(n, keys, U)
+    to_key = np.array([keys[(min(i, j), max(i, j))] for i, j in zip(edges.i.tolist(), edges.j.tolist())])
+    med = _key_medians(len(keys), tri, err, np.ones(len(err), bool))
+    limit = np.inf if max_error is None else max(max_error, factor * float(np.median(err)) if err.size else 0.0)
+    bad = np.zeros(len(keys), bool)
+    current = med.copy()
+    while err.size and np.nanmax(np.where(bad, np.nan, current), initial=-np.inf) > limit:
+        bad[int(np.nanargmax(np.where(bad, np.nan, current)))] = True
+        current = _key_medians(len(keys), tri, err, ~bad[tri].any(axis=1))
+    return med[to_key], ~bad[to_key]
 
 
 def _find(parent: list[int], x: int) -> int:
@@ -242,8 +267,7 @@ def _solve_once(S: Sim3Array, edges: EdgeSet, active: np.ndarray, root: int, ite
 
 def solve_graph(n: int, edges: EdgeSet, samples_NM3: np.ndarray, config: GraphConfig) -> GraphSolution:
     """Robust Sim(3) averaging; the gauge is the lowest-index frame of the largest component (identity)."""
-    tri = triangle_scores(n, edges)
-    inlier = ~(tri > config.triangle_max_error)
+    tri, inlier = triangle_scores(n, edges, config.triangle_max_error, config.triangle_factor)
     aligned = _largest_component(n, edges, inlier)
     root = int(np.flatnonzero(aligned)[0]) if aligned.any() else 0
     S = spanning_tree_init(n, edges, inlier, tri, root)

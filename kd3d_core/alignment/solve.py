@@ -8,10 +8,11 @@ sensor depth.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from kd3d_core.alignment.filters import LabelFilterConfig, filter_masks
 from kd3d_core.alignment.graph import EdgeSet, GraphConfig, solve_graph
 from kd3d_core.alignment.pairwise import (CanonicalFrames, PairPrediction, accumulate_canonical, fit_edge,
                                           subsample_index)
@@ -30,14 +31,21 @@ class AlignConfig:
         fit_points: pixels per frame used for the per-edge similarity fits.
         residual_points: sample points per frame used for edge residuals.
         shared_focal: with unknown K, one focal length for all frames (one camera).
+        reference_poses: when frames have reference poses (TF/odometry), label them at those poses (the pose
+            graph then only contributes each frame's scale, after one Sim(3) onto the reference camera
+            centres). Pairwise relative poses drift along a sequence by degrees at DUSt3R's error level;
+            odometry does not. False keeps the pose graph's own poses (one global Sim(3) only).
         graph: robustness settings of the pose graph.
+        filters: label filters after alignment (kd3d_core.alignment.filters); None keeps every label.
     """
 
     min_conf: float = 1.5
     fit_points: int = 3072
     residual_points: int = 64
     shared_focal: bool = True
+    reference_poses: bool = True
     graph: GraphConfig = field(default_factory=GraphConfig)
+    filters: LabelFilterConfig | None = field(default_factory=LabelFilterConfig)
 
 
 @dataclass(frozen=True)
@@ -53,14 +61,26 @@ class AlignmentResult:
     edges: EdgeSet
     edge_inlier: np.ndarray
     min_conf: float
+    keep_NHW: np.ndarray | None = None
+    depth_factor_NHW: np.ndarray | None = None
+    filter_stats: dict = field(default_factory=dict)
+
+    def labelled(self, k: int) -> np.ndarray:
+        """Pixels of frame k that carry a label before the filters (confident, valid depth, frame aligned)."""
+        weight = self.canonical.weight_NHW[k]
+        return (weight > np.log(max(self.min_conf, 1.0))) & (self.canonical.depth_NHW[k] > 0) & self.aligned_N[k]
 
     def world_points(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """World pointmap (h, w, 3) and label confidence (h, w) in [0, 1) of frame k (0 = no label)."""
         pts = self.canonical.points(k) * self.scale_N[k]
+        if self.depth_factor_NHW is not None:
+            pts = pts * self.depth_factor_NHW[k][..., None]
         T = self.world_T_cam_N44[k]
         world = (pts @ T[:3, :3].T + T[:3, 3]).astype(np.float32)
         weight = self.canonical.weight_NHW[k]
-        ok = (weight > np.log(max(self.min_conf, 1.0))) & (self.canonical.depth_NHW[k] > 0) & self.aligned_N[k]
+        ok = self.labelled(k)
+        if self.keep_NHW is not None:
+            ok = ok & self.keep_NHW[k]
         conf = np.where(ok, 1.0 - np.exp(-weight), 0.0).astype(np.float32)
         return np.where(ok[..., None], world, 0.0).astype(np.float32), conf
 
@@ -108,6 +128,9 @@ def align_pairs(source: Iterable[PairPrediction], n_frames: int, size_hw: tuple[
     samples = _sample_points(canon, size_hw, config.residual_points)
     sol = solve_graph(n_frames, edges, samples, config.graph)
     S, source_kind = _apply_gauge(sol.S, sol.aligned, ref_world_T_cam)
+    if config.reference_poses and source_kind is ScaleSource.POSES:
+        S = _snap_to_reference(_scale_from_baselines(S, edges, sol.inlier, ref_world_T_cam), sol.aligned,
+                               ref_world_T_cam)
     if source_kind is ScaleSource.ARBITRARY and metric_depth is not None:
         S, source_kind = _metric_from_depth(S, sol.aligned, canon, metric_depth)
     residual = np.full(n_frames, np.nan)
@@ -116,8 +139,26 @@ def align_pairs(source: Iterable[PairPrediction], n_frames: int, size_hw: tuple[
         if inc.any():
             residual[k] = float(np.median(sol.point_residual[inc] * S.s[edges.i[inc]]))
     poses = np.array([make_pose(S.R[k], S.t[k]) for k in range(n_frames)])
-    return AlignmentResult(poses, S.s.copy(), canon, sol.aligned, residual, source_kind, edges, sol.inlier,
-                           config.min_conf)
+    result = AlignmentResult(poses, S.s.copy(), canon, sol.aligned, residual, source_kind, edges, sol.inlier,
+                             config.min_conf)
+    return result if config.filters is None else _filtered(result, config.filters)
+
+
+def _filtered(result: AlignmentResult, cfg: LabelFilterConfig) -> AlignmentResult:
+    """The result with its label filter masks; refused frames are no longer aligned."""
+    n = len(result.scale_N)
+    neighbours: list[set[int]] = [set() for _ in range(n)]
+    e = result.edges
+    for i, j in zip(e.i[result.edge_inlier].tolist(), e.j[result.edge_inlier].tolist()):
+        neighbours[i].add(j)
+        neighbours[j].add(i)
+    labelled = np.stack([result.labelled(k) for k in range(n)])
+    conf = np.where(labelled, 1.0 - np.exp(-result.canonical.weight_NHW), 0.0)
+    out = filter_masks(result.world_T_cam_N44, result.scale_N, result.canonical, labelled, conf,
+                       [sorted(s) for s in neighbours], cfg)
+    aligned = result.aligned_N & ~(labelled.reshape(n, -1).any(1) & ~out.keep_NHW.reshape(n, -1).any(1))
+    return replace(result, aligned_N=aligned, keep_NHW=out.keep_NHW, depth_factor_NHW=out.depth_factor_NHW,
+                   filter_stats=out.stats)
 
 
 def _apply_gauge(S: Sim3Array, aligned: np.ndarray,
@@ -144,6 +185,44 @@ def _apply_gauge(S: Sim3Array, aligned: np.ndarray,
     G = Sim3Array(np.array([g]), Rg[None], np.asarray(tg)[None])
     n = len(S)
     return compose(Sim3Array(np.repeat(G.s, n), np.repeat(G.R, n, 0), np.repeat(G.t, n, 0)), S), kind
+
+
+def _scale_from_baselines(S: Sim3Array, edges: EdgeSet, inlier: np.ndarray, ref: list[np.ndarray | None],
+                          min_ratio: float = 0.1) -> Sim3Array:
+    """Metric scale from pair baselines: median over edges of |reference baseline| / (pair baseline along it).
+
+    The Sim(3) onto camera centres measures scale by trajectory length, which translation-direction errors
+    shorten (a zig-zag of pairwise directions covers less ground): at DUSt3R's error level that biased the
+    labels 1.4 % too deep. Lengths of noisy short baselines are biased the other way (the norm of a noisy
+    vector), so each pair's baseline is measured along the reference direction, in the reference frame, and
+    the median ignores the pairs with large direction errors. Edges whose reference baseline is under
+    `min_ratio` of the pair's depth are skipped.
+    """
+    ratios = []
+    for e in np.flatnonzero(inlier):
+        i, j = int(edges.i[e]), int(edges.j[e])
+        if ref[i] is None or ref[j] is None:
+            continue
+        base = ref[i][:3, :3].T @ (ref[j][:3, 3] - ref[i][:3, 3])  # reference baseline in camera i
+        length = float(np.linalg.norm(base))
+        if length < min_ratio * S.s[i]:
+            continue
+        along = float(edges.M.t[e] @ base) / length
+        if along > 0:
+            ratios.append(length / (S.s[i] * along))
+    if len(ratios) < 3:
+        return S
+    f = float(np.median(ratios))
+    return Sim3Array(S.s * f, S.R, S.t * f)
+
+
+def _snap_to_reference(S: Sim3Array, aligned: np.ndarray, ref: list[np.ndarray | None]) -> Sim3Array:
+    """Rotations and centres of the frames with a reference pose replaced by it (scales kept)."""
+    R, t = S.R.copy(), S.t.copy()
+    for k, T in enumerate(ref):
+        if T is not None and aligned[k]:
+            R[k], t[k] = T[:3, :3], T[:3, 3]
+    return Sim3Array(S.s.copy(), R, t)
 
 
 def _metric_from_depth(S: Sim3Array, aligned: np.ndarray, canon: CanonicalFrames,

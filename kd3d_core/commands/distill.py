@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from kd3d_core.commands import add_overwrite_argument, refuse_existing
+from kd3d_core.commands.simulated import add_simulated_arguments, simulated_config
 from kd3d_core.commands.train import add_training_arguments, config_for_student, report, report_fast
 from kd3d_core.errors import ConfigError
 
@@ -34,10 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ing.add_argument("--pose-topic", default=None, help="pose/odometry topic of the camera optical frame")
     ing.add_argument("--stride", type=int, default=1, help="keep every Nth posed frame")
     tea = p.add_argument_group("teach")
-    tea.add_argument("--teacher", choices=("dust3r", "depth"), default=None, help=TEACHER_RULE)
+    tea.add_argument("--teacher", choices=("dust3r", "depth", "simulated-dust3r"), default=None,
+                     help=TEACHER_RULE + "; simulated-dust3r is a benchmark/test teacher (see --sim-*)")
     tea.add_argument("--checkpoint", default=None, help="DUSt3R checkpoint (.pth, HF folder or hub name)")
     tea.add_argument("--label-size", default=None, help="label resolution WxH (default: the training --size)")
     tea.add_argument("--relabel", action="store_true", help="teach again even if complete labels exist")
+    add_simulated_arguments(p)
     add_training_arguments(p)
     p.set_defaults(handler=run)
 
@@ -72,7 +75,7 @@ def build_config(args: argparse.Namespace):
     teacher = TeacherKind(teacher_of(args))
     label_size = parse_size(args.label_size) if args.label_size else args.size
     teach = TeachConfig(teacher=teacher, label_size=label_size, dust3r=Dust3rConfig(checkpoint=args.checkpoint),
-                        progress=not args.quiet)
+                        simulated=simulated_config(args), progress=not args.quiet)
     return DistillConfig(scene=Path(scene), out=args.out, train=config_for_student(args, args.out), teach=teach,
                          ingest=ingest, reuse_labels=not args.relabel)
 
@@ -80,6 +83,8 @@ def build_config(args: argparse.Namespace):
 def check_teacher_inputs(args: argparse.Namespace) -> None:
     """Before any work: ConfigError naming the flag that supplies what the chosen teacher needs."""
     teacher = teacher_of(args)
+    if teacher == "simulated-dust3r":
+        return  # its truth scene is checked when it runs (before any pair is simulated)
     if teacher == "dust3r":
         if not args.checkpoint:
             raise ConfigError("the dust3r teacher needs --checkpoint (a DUSt3R .pth file, Hugging Face folder or hub "

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from kd3d_core.commands import add_quiet_argument, add_threads_argument
+from kd3d_core.commands.simulated import add_simulated_arguments, simulated_config
 from kd3d_core.errors import ConfigError
 
 
@@ -26,9 +27,10 @@ def register(subparsers) -> None:
                                           "(torchrun --nproc_per_node=N -m kd3d_core teach ...) DUSt3R pair "
                                           "inference is sharded over the processes.")
     p.add_argument("scene", type=Path, help="scene folder (12Scenes/7Scenes layout)")
-    p.add_argument("--teacher", choices=("dust3r", "depth"), default=None,
+    p.add_argument("--teacher", choices=("dust3r", "depth", "simulated-dust3r"), default=None,
                    help="dust3r (pairwise pointmaps + global alignment; needs --checkpoint) or depth (sensor depth + "
-                        "poses); default: dust3r when --checkpoint is given, else depth (as kd3d distill)")
+                        "poses); default: dust3r when --checkpoint is given, else depth (as kd3d distill); "
+                        "simulated-dust3r is a benchmark/test teacher (see --sim-*)")
     p.add_argument("--checkpoint", help="DUSt3R .pth, Hugging Face folder, or hub name (online)")
     p.add_argument("--labels-dir", type=Path, help="output folder (default SCENE/labels/TEACHER)")
     p.add_argument("--size", type=int, choices=(512, 224), default=512, help="DUSt3R input size")
@@ -44,6 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-amp", action="store_true", help="disable autocast on CUDA")
     p.add_argument("--estimate-focal", action="store_true", help="ignore the scene's K; estimate focal length")
     p.add_argument("--min-conf", type=float, default=1.5, help="DUSt3R confidence below which pixels get no label")
+    add_simulated_arguments(p)
     add_threads_argument(p)
     add_quiet_argument(p)
     p.set_defaults(handler=run)
@@ -64,7 +67,7 @@ def build_config(args: argparse.Namespace):
     from kd3d_core.commands.distill import teacher_of
 
     return TeachConfig(teacher=TeacherKind(teacher_of(args)), labels_dir=args.labels_dir, label_size=args.label_size,
-                       dust3r=dust3r, progress=not args.quiet)
+                       dust3r=dust3r, simulated=simulated_config(args), progress=not args.quiet)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ class TeacherKind(str, Enum):
 
     DUST3R = "dust3r"
     DEPTH = "depth"
+    SIMULATED_DUST3R = "simulated-dust3r"
 
 
 class DeviceChoice(str, Enum):
@@ -51,15 +52,35 @@ class Dust3rConfig:
 
 
 @dataclass(frozen=True)
+class SimulatedDust3rConfig:
+    """The simulated DUSt3R teacher (benchmarks and tests only; see kd3d_core.teachers.simulated).
+
+    Attributes:
+        error_scale: multiplies every error of the published-figure model (x0.5, x1, x2 in the benchmark).
+        seed: seeds the simulated errors.
+        truth: scene folder holding the exact depth and poses of the same frames (matched by stamp, else by
+            name), e.g. the synthetic scene an RGB-only bag was made from; None: the taught scene's own.
+        use_reference: align onto the scene's poses (odometry/TF) for metric scale, as the real path does;
+            False is the pure monocular case (no poses, no depth: arbitrary scale and frame).
+    """
+
+    error_scale: float = 1.0
+    seed: int = 0
+    truth: Path | None = None
+    use_reference: bool = True
+
+
+@dataclass(frozen=True)
 class TeachConfig:
     """What `kd3d teach` does.
 
     Attributes:
-        teacher: DUSt3R or depth.
+        teacher: DUSt3R, depth, or the simulated DUSt3R (benchmarks/tests; uses `dust3r` for size, pairs, align).
         labels_dir: output folder (default SCENE/labels/TEACHER).
         label_size: (w, h) of the labels; default 160 wide with the teacher's aspect ratio.
         dust3r: DUSt3R settings.
         depth: depth teacher settings.
+        simulated: simulated DUSt3R settings.
         progress: show progress bars.
     """
 
@@ -68,4 +89,5 @@ class TeachConfig:
     label_size: tuple[int, int] | None = None
     dust3r: Dust3rConfig = field(default_factory=Dust3rConfig)
     depth: DepthTeacherConfig = field(default_factory=DepthTeacherConfig)
+    simulated: SimulatedDust3rConfig = field(default_factory=SimulatedDust3rConfig)
     progress: bool = True

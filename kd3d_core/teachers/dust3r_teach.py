@@ -93,14 +93,14 @@ def _align(scene: Scene, frames: list[Frame], cache: PairCache, pairs, geom, lab
 
 
 def _meta(scene: Scene, digest: str, label_wh, scale: ScaleSource, extra: dict, residuals=None,
-          failed=()) -> LabelsMeta:
-    return LabelsMeta(teacher=TeacherKind.DUST3R.value, world_frame=scene.info.world_frame, scale_source=scale,
+          failed=(), teacher: str = TeacherKind.DUST3R.value) -> LabelsMeta:
+    return LabelsMeta(teacher=teacher, world_frame=scene.info.world_frame, scale_source=scale,
                       label_size=tuple(label_wh), checkpoint_digest=digest, residuals=residuals or {},
                       failed_frames=tuple(failed), extra=extra)
 
 
 def _write_labels(scene, frames, store: LabelStore, result: AlignmentResult, digest, label_wh, extra,
-                  t0: float) -> TeachResult:
+                  t0: float, teacher: str = TeacherKind.DUST3R.value) -> TeachResult:
     failed, residuals = [], {}
     for k, f in enumerate(frames):
         if not result.aligned_N[k]:
@@ -110,7 +110,7 @@ def _write_labels(scene, frames, store: LabelStore, result: AlignmentResult, dig
         store.write(FrameLabel(f.name, pts, conf, result.world_T_cam_N44[k], result.canonical.K_N33[k]))
         if np.isfinite(result.residual_N[k]):
             residuals[f.name] = float(result.residual_N[k])
-    meta = _meta(scene, digest, label_wh, result.scale_source, extra, residuals, failed)
+    meta = _meta(scene, digest, label_wh, result.scale_source, extra, residuals, failed, teacher)
     store.write_meta(meta)
     return TeachResult(store.root, len(frames), len(frames) - len(failed), tuple(failed), meta,
                        time.perf_counter() - t0)

@@ -42,6 +42,10 @@ def teach_scene(scene_root: Path | str, config: TeachConfig) -> TeachResult | No
     labels_dir = Path(config.labels_dir) if config.labels_dir else default_labels_dir(scene.root, config.teacher.value)
     if config.teacher is TeacherKind.DEPTH:
         return teach_depth(scene, frames, LabelStore(labels_dir), config)
+    if config.teacher is TeacherKind.SIMULATED_DUST3R:
+        from kd3d_core.teachers.simulated_teach import teach_simulated
+
+        return teach_simulated(scene, frames, LabelStore(labels_dir), config)
     from kd3d_core.teachers.dust3r_teach import teach_dust3r
 
     return teach_dust3r(scene, frames, LabelStore(labels_dir), config)
