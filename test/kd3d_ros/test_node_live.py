@@ -3,7 +3,8 @@
 localhost discovery), localizing with a real fast-student model of a tiny synthetic room.
 
 Set KD3D_LIVE_REPORT=/path/figures.json to keep the measured figures (frames in / poses out, latency, accuracy,
-NEES of the published covariance).
+NEES of the published covariance), and KD3D_LIVE_NODE_ARGS to add node arguments for a measurement (e.g.
+"-p covariance_inflation:=1.0" for the NEES of the uninflated covariance).
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ from kd3d_core.messages import (  # noqa: E402
 
 FACTORY = ModuleFactory()
 FIGURES: dict = {}
-NODE_TEST_PARAMS = ["-p", "publish_tf:=false", "-p", "device:=cpu", "-p", "diagnostics_period:=0.25"]
+NODE_TEST_PARAMS = ["-p", "publish_tf:=false", "-p", "device:=cpu", "-p", "diagnostics_period:=0.25",
+                    *os.environ.get("KD3D_LIVE_NODE_ARGS", "").split()]
 
 
 def _camera_messages(room, compressed: bool = False) -> list[tuple]:
