@@ -84,7 +84,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--buffer", type=int, default=1_000_000)
     p.add_argument("--loss", default="euclidean", choices=[k.value for k in LossKind])
-    p.add_argument("--encoder", default="pretrained", choices=[k.value for k in EncoderSource])
+    p.add_argument("--encoder", default="seeded", choices=[k.value for k in EncoderSource])
     p.add_argument("--encoder-path", type=Path, default=None)
     p.add_argument("--head-width", type=int, default=256)
     p.add_argument("--head-blocks", type=int, default=2)

@@ -3,12 +3,13 @@
 
 One shared encoder, one small head per room: every step runs a few augmented views from random rooms through
 the encoder, each room's head regresses its scene coordinates (exact, from the renderer's depth and pose), and
-the encoder learns features from which *any* room's head can regress coordinates quickly. The result is the
-shipped kd3d_core/assets/fast_encoder.safetensors (+ a JSON describing the run).
+the encoder learns features from which *any* room's head can regress coordinates quickly. The result is a
+drop-in encoder file (+ a JSON describing the run) for `kd3d train --student fast --encoder FILE`; kd3d ships no
+pretrained encoder (the default is the untrained, seeded one: kd3d_core/assets/README.md says why).
 
     python tools/pretrain_encoder.py render --out /tmp/kd3d_pretrain --rooms 30 --frames 80
     python tools/pretrain_encoder.py train --data /tmp/kd3d_pretrain --minutes 20 \\
-        --out kd3d_core/assets/fast_encoder.safetensors
+        --out /tmp/kd3d_pretrain/fast_encoder.safetensors
 
 Rooms use seeds from 1000 on, so they never coincide with demo or test rooms (small seeds).
 """

@@ -1,10 +1,12 @@
-"""The "fast" student: a frozen, scene-agnostic encoder plus a small scene-specific MLP head.
+"""The "fast" student: a frozen, scene-agnostic encoder plus a scene-specific head (a feature memory by default).
 
-Why this split (after ACE, Brachmann et al. 2023): training a whole network per scene is far too slow on a CPU,
-but a head that maps fixed per-cell features to world coordinates trains in minutes on a buffer of features
-computed once from all mapping views. The encoder is pretrained once on many procedural rooms
-(tools/pretrain_encoder.py) and shipped in kd3d_core/assets; only the head is learned per scene
-(kd3d_core/training/fast.py). The model file still holds both, so it is self-contained.
+Why this split (after ACE, Brachmann et al. 2023): training a whole network per scene is far too slow on a CPU;
+encoding every mapping view once with a fixed encoder and storing (or regressing from) its per-cell features
+takes seconds. The encoder is *untrained*: He-initialised from a fixed seed and rounded to float16 (the encoders
+we pretrained on procedural rooms retrieved worse, see kd3d_core/assets/README.md); what makes its features
+survive light changes is the local contrast normalisation of its input (InputNorm.LCN), which cancels exposure,
+white balance and dimmed lights before the first convolution. Only the head is built per scene
+(kd3d_core/training/fast.py). The model file holds both, so it is self-contained.
 
 Module contract (kd3d_core/students/registry.py): normalised RGB B3HW (H, W multiples of 8) ->
 (normalised points B3hw, confidence Bhw in [0, 1]), h = H / 8, w = W / 8. Output cell (i, j) stands for
@@ -26,6 +28,19 @@ from kd3d_core.errors import ConfigError
 from kd3d_core.students.registry import Architecture, register_architecture
 
 OUTPUT_STRIDE = 8
+
+
+class InputNorm(str, Enum):
+    """What the encoder does to the (ImageNet-normalised) image before its first convolution.
+
+    LCN: local contrast normalisation per channel over a square window: (x - local mean) / local std. It cancels
+    any per-channel gain and offset that is constant over the window (exposure, auto-exposure, white balance,
+    dimmed lights, and locally also gamma), so a memory of mapping features still matches when the light changes.
+    NONE: raw pixels (the first fast student; measured 0 % of frames localized after dimming the lights by 0.55).
+    """
+
+    NONE = "none"
+    LCN = "lcn"
 
 
 class HeadKind(str, Enum):
@@ -74,13 +89,20 @@ class FastConfig:
     knn_dim: int = 64
     knn_lists: int = 512
     knn_probe: int = 8
+    input_norm: InputNorm = InputNorm.LCN
+    lcn_window: int = 15
+    lcn_eps: float = 0.1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.head, HeadKind):
-            try:
-                object.__setattr__(self, "head", HeadKind(self.head))
-            except ValueError as err:
-                raise ConfigError(f"fast head must be one of {[k.value for k in HeadKind]}") from err
+        for name, kind in (("head", HeadKind), ("input_norm", InputNorm)):
+            if not isinstance(getattr(self, name), kind):
+                try:
+                    object.__setattr__(self, name, kind(getattr(self, name)))
+                except ValueError as err:
+                    raise ConfigError(f"fast {name} must be one of {[k.value for k in kind]}") from err
+        if self.lcn_window < 3 or self.lcn_window % 2 == 0 or not self.lcn_eps > 0:
+            raise ConfigError(f"fast lcn_window must be odd and >= 3 and lcn_eps > 0, got {self.lcn_window}, "
+                              f"{self.lcn_eps}")
         if self.knn_lists < 1 or self.knn_probe < 0:
             raise ConfigError("fast knn_lists must be >= 1 and knn_probe >= 0")
         if self.knn_size < 1 or not 1 <= self.knn_dim <= self.feature_dim:
@@ -113,6 +135,8 @@ class FastEncoder(nn.Module):
 
     def __init__(self, config: FastConfig) -> None:
         super().__init__()
+        self.lcn_window = config.lcn_window if config.input_norm is InputNorm.LCN else 0
+        self.lcn_eps = config.lcn_eps
         c1, c2, c3 = config.stem_channels
         self.conv1 = nn.Conv2d(3, c1, 3, 2, 1)
         self.conv2 = nn.Conv2d(c1, c2, 3, 2, 1)
@@ -132,12 +156,37 @@ class FastEncoder(nn.Module):
         for block in self.blocks:
             block.conv2.weight.data.mul_(0.2)
         nn.init.kaiming_normal_(self.out.weight, nonlinearity="linear")
+        # float16 values, as model files store the frozen encoder: what runs is exactly what is saved.
+        for p in self.parameters():
+            p.data.copy_(p.data.half().float())
 
     def forward(self, image_B3HW: torch.Tensor) -> torch.Tensor:
         """Features B x feature_dim x H/8 x W/8."""
+        if self.lcn_window:
+            image_B3HW = local_contrast_normalise(image_B3HW, self.lcn_window, self.lcn_eps)
         x = F.relu(self.conv2(F.relu(self.conv1(image_B3HW))))
         x = F.relu(self.conv3(F.pad(x, (0, 2, 0, 2))))
         return self.out(F.relu(self.blocks(x)))
+
+
+def local_contrast_normalise(x_BCHW: torch.Tensor, window: int, eps: float) -> torch.Tensor:
+    """(x - local mean) / sqrt(local variance + eps^2) per channel over a window x window box (at the border: the
+    part of the box inside the image). eps (in the input's units) keeps flat, noisy regions from being blown up."""
+    both = torch.cat([x_BCHW, x_BCHW * x_BCHW], dim=1)
+    ones = torch.ones_like(x_BCHW[:1, :1])
+    mean, mean_sq = (box_sum(both, window) / box_sum(ones, window)).chunk(2, dim=1)
+    var = (mean_sq - mean * mean).clamp(min=0.0)
+    return (x_BCHW - mean) / torch.sqrt(var + eps * eps)
+
+
+def box_sum(x_BCHW: torch.Tensor, window: int) -> torch.Tensor:
+    """Sum over a window x window box around every pixel (zeros outside the image), by running sums: O(1) per
+    pixel whatever the window (a stride-1 average pool costs O(window) and was ~10x slower on a CPU)."""
+    p = window // 2
+    c = F.pad(x_BCHW, (p + 1, p)).cumsum(-1)
+    rows = c[..., window:] - c[..., :-window]
+    c = F.pad(rows, (0, 0, p + 1, p)).cumsum(-2)
+    return c[..., window:, :] - c[..., :-window, :]
 
 
 class FastHead(nn.Module):
@@ -183,12 +232,14 @@ class FastHead(nn.Module):
 class KnnHead(nn.Module):
     """Feature memory: standardise + project (folded into one affine map), L2-normalise, nearest stored cell.
 
-    Buffers (filled by the trainer): proj (C, d) and shift (d,) so that z = f @ proj - shift; keys (N, d) unit
-    rows stored in bfloat16 (half the file size; searched in float32), sorted by inverted-file list;
-    points (N, 3) normalised scene coordinates in the same order; centroids (K, d) and offsets (K + 1,) of the
-    inverted file (k-means lists). With knn_probe > 0 a cell is compared only with the keys of its knn_probe
-    most similar lists (about K / knn_probe times less work than exhaustive search); 0 searches all keys.
-    Confidence is the cosine similarity mapped to [0, 1].
+    Buffers (filled by the trainer through `store`): proj (C, d) and shift (d,) so that z = f @ proj - shift;
+    keys (N, d) unit rows quantised to int8 with a per-dimension scale (key_scale), sorted by inverted-file list;
+    points (N, 3) scene coordinates quantised to int16 over their bounding box (point_scale, point_offset; 0.1 mm
+    steps in a 6 m room); centroids (K, d) and offsets (K + 1,) of the inverted file (k-means lists). Keys and
+    points are expanded to float32 once, at the first lookup (the file stays small; searching stays fast). With
+    knn_probe > 0 a cell is compared only with the keys of its knn_probe most similar lists (about K / knn_probe
+    times less work than exhaustive search); 0 searches all keys. Confidence is the cosine similarity mapped to
+    [0, 1].
     """
 
     def __init__(self, config: FastConfig, chunk: int = 4096) -> None:
@@ -197,21 +248,45 @@ class KnnHead(nn.Module):
         self.probe = config.knn_probe
         self.register_buffer("proj", torch.zeros(config.feature_dim, config.knn_dim))
         self.register_buffer("shift", torch.zeros(config.knn_dim))
-        self.register_buffer("keys", torch.zeros(config.knn_size, config.knn_dim, dtype=torch.bfloat16))
-        self.register_buffer("points", torch.zeros(config.knn_size, 3))
+        self.register_buffer("keys", torch.zeros(config.knn_size, config.knn_dim, dtype=torch.int8))
+        self.register_buffer("key_scale", torch.ones(config.knn_dim))
+        self.register_buffer("points", torch.zeros(config.knn_size, 3, dtype=torch.int16))
+        self.register_buffer("point_scale", torch.ones(3))
+        self.register_buffer("point_offset", torch.zeros(3))
         self.register_buffer("centroids", torch.zeros(config.knn_lists, config.knn_dim))
         self.register_buffer("offsets", torch.zeros(config.knn_lists + 1, dtype=torch.long))
-        self._keys_f32: torch.Tensor | None = None
+        self._cache: dict[str, tuple[tuple, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def store(self, keys_Nd: torch.Tensor, points_N3: torch.Tensor) -> None:
+        """Quantise and store unit keys and their scene coordinates (rows already in inverted-file order)."""
+        scale = keys_Nd.abs().amax(dim=0).clamp(min=1e-8) / 127.0
+        self.keys.copy_(torch.round(keys_Nd / scale).clamp(-127, 127).to(torch.int8))
+        self.key_scale.copy_(scale)
+        lo, hi = points_N3.amin(dim=0), points_N3.amax(dim=0)
+        p_scale = (hi - lo).clamp(min=1e-6) / 65534.0
+        self.points.copy_((torch.round((points_N3 - lo) / p_scale) - 32767).clamp(-32767, 32767).to(torch.int16))
+        self.point_scale.copy_(p_scale)
+        self.point_offset.copy_(lo + 32767 * p_scale)
+        self._cache.clear()
+
+    def _expanded(self, name: str) -> torch.Tensor:
+        """float32 keys or points, expanded once per change of the stored buffers (export: in the graph)."""
+        raw = getattr(self, name)
+        scale, offset = (self.key_scale, None) if name == "keys" else (self.point_scale, self.point_offset)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            out = raw.float() * scale
+            return out if offset is None else out + offset
+        stamp = (raw.data_ptr(), raw._version, scale._version, raw.device, raw.shape)
+        cached = self._cache.get(name)
+        if cached is None or cached[0] != stamp:
+            out = raw.float() * scale
+            cached = (stamp, out if offset is None else out + offset)
+            self._cache[name] = cached
+        return cached[1]
 
     def _float_keys(self) -> torch.Tensor:
-        """float32 copy of the keys, made once: small bf16 matrix products are very slow on CPUs."""
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return self.keys.float()
-        if self._keys_f32 is None or self._keys_f32.shape != self.keys.shape or \
-                self._keys_f32.device != self.keys.device or self._keys_version != self.keys._version:
-            self._keys_f32 = self.keys.float()
-            self._keys_version = self.keys._version
-        return self._keys_f32
+        return self._expanded("keys")
 
     def _exhaustive(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         best_sim = torch.full((z.shape[0],), -2.0, device=z.device)
@@ -253,7 +328,7 @@ class KnnHead(nn.Module):
         # Export (tracing) records one fixed graph: only the exhaustive search traces correctly.
         exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
         sim, idx = self._inverted(z) if self.probe > 0 and not exporting else self._exhaustive(z)
-        return self.points[idx], sim
+        return self._expanded("points")[idx], sim
 
     def forward(self, features_BChw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised points B3hw and confidence Bhw in [0, 1]."""
@@ -292,6 +367,7 @@ class FastStudent(nn.Module):
         self.output_stride = OUTPUT_STRIDE
         self.encoder = FastEncoder(config)
         self.head = KnnHead(config) if config.head is HeadKind.KNN else FastHead(config)
+        self._register_state_dict_hook(_encoder_as_float16)
 
     def forward(self, image_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised points B3hw and confidence Bhw in [0, 1]."""
@@ -300,6 +376,16 @@ class FastStudent(nn.Module):
             return self.head(features)
         points_B3hw, logit_Bhw = self.head(features)
         return points_B3hw, torch.sigmoid(logit_Bhw)
+
+
+def _encoder_as_float16(module: nn.Module, state: dict, prefix: str, local_metadata: dict) -> None:
+    """Model files keep the frozen encoder in float16: the shipped weights are float16 already (nothing is lost)
+    and it halves the encoder's share of the file. load_state_dict converts back to float32."""
+    del module, local_metadata
+    for name, value in state.items():
+        # keep_vars=True (exporters mapping parameters to the graph) must see the parameters themselves.
+        if name.startswith(prefix + "encoder.") and value.is_floating_point() and not isinstance(value, nn.Parameter):
+            state[name] = value.half()
 
 
 def build_fast(config: FastConfig, input_size_wh: tuple[int, int]) -> FastStudent:

@@ -1,7 +1,8 @@
 """Fast mapping: build the fast student's scene-specific head from a buffer of frozen-encoder features.
 
 `train_fast(scene, labels_dir, out, config)` is the whole `kd3d train --student fast` path: load the mapping
-frames and their labels, load the shipped frozen encoder (kd3d_core/assets), fill the feature buffer
+frames and their labels, make the frozen encoder (untrained, generated from its seed; or a weights file), fill
+the feature buffer
 (fast_buffer.py: one row per labelled output cell), then either
   * KNN head (default): PCA-project and index the buffer (inverted file, spherical k-means) -- seconds; or
   * MLP head (ACE's regression head): train it on random buffer rows (Euclidean or reprojection loss),
@@ -28,13 +29,11 @@ from kd3d_core.evaluation.seen import mapping_record
 from kd3d_core.geometry import invert_pose
 from kd3d_core.labels import LabelStore
 from kd3d_core.scene import Scene, Split, open_scene
-from kd3d_core.students.fast import FastConfig, FastStudent, HeadKind, KnnHead
+from kd3d_core.students.fast import FastConfig, FastEncoder, FastStudent, HeadKind, KnnHead
 from kd3d_core.students.model_file import ModelMeta, save_scene_model
 from kd3d_core.students.registry import config_to_dict
 from kd3d_core.training.fast_buffer import AugmentConfig, FeatureBuffer, MappingView, fill_buffer
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_ENCODER = ASSETS / "fast_encoder.safetensors"
 
 
 class LossKind(str, Enum):
@@ -50,10 +49,16 @@ class LossKind(str, Enum):
 
 
 class EncoderSource(str, Enum):
-    """Where the frozen encoder's weights come from."""
+    """Where the frozen encoder's weights come from.
 
-    PRETRAINED = "pretrained"
-    RANDOM = "random"
+    SEEDED: untrained -- He initialisation from `encoder_seed`, rounded to float16, generated when mapping (the
+    default; measured better for the kNN memory than the encoders we could pretrain on a CPU, see
+    kd3d_core/assets/README.md). The model file stores the weights, so loading never depends on torch's RNG.
+    FILE: weights from `encoder_path` (e.g. written by tools/pretrain_encoder.py).
+    """
+
+    SEEDED = "seeded"
+    FILE = "file"
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,9 @@ class FastTrainConfig:
     Attributes:
         student: architecture of the fast student (encoder shape must match the encoder file).
         input_height: network input height; the width follows the scene's aspect (multiples of 8).
-        encoder: pretrained weights file or a random (untrained) encoder (ablation only).
-        encoder_path: encoder weights; None means the shipped kd3d_core/assets/fast_encoder.safetensors.
+        encoder: seeded untrained encoder (default) or a weights file (see EncoderSource).
+        encoder_path: encoder weights file (implies EncoderSource.FILE).
+        encoder_seed: seed of the SEEDED encoder.
         buffer_size: feature buffer rows for the MLP head (the KNN head stores `student.knn_size` rows).
         augment: augmentation of mapping views while filling the buffer (off by default: with the KNN head
             the stored cells are best spent on the real mapping views; measured 100 % vs 92 % recall).
@@ -82,8 +88,9 @@ class FastTrainConfig:
 
     student: FastConfig = field(default_factory=FastConfig)
     input_height: int = 240
-    encoder: EncoderSource = EncoderSource.PRETRAINED
+    encoder: EncoderSource = EncoderSource.SEEDED
     encoder_path: Path | None = None
+    encoder_seed: int = 0
     buffer_size: int = 1_000_000
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(enabled=False))
     iterations: int = 3000
@@ -98,6 +105,10 @@ class FastTrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.encoder_path is not None:
+            object.__setattr__(self, "encoder", EncoderSource.FILE)
+        if self.encoder is EncoderSource.FILE and self.encoder_path is None:
+            raise ConfigError("a FILE encoder needs encoder_path")
         if self.input_height < 8 or self.input_height % 8:
             raise ConfigError(f"fast input height must be a positive multiple of 8, got {self.input_height}")
         if self.buffer_size < self.batch_size or self.batch_size < 1 or self.iterations < 1:
@@ -163,18 +174,22 @@ def load_mapping_views(scene: Scene, store: LabelStore, input_wh: tuple[int, int
 
 
 def load_encoder_weights(student: FastStudent, config: FastTrainConfig) -> str:
-    """Load the frozen encoder into `student`; returns a description for the model file's training summary."""
-    if config.encoder is EncoderSource.RANDOM:
-        return "random (untrained)"
+    """Set the frozen encoder of `student`; returns a description for the model file's training summary."""
+    if config.encoder is EncoderSource.SEEDED:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.encoder_seed)
+            seeded = FastEncoder(config.student)
+        student.encoder.load_state_dict(seeded.state_dict())
+        return f"untrained (He initialisation, seed {config.encoder_seed}, float16)"
     from safetensors.torch import load_file
 
-    path = Path(config.encoder_path) if config.encoder_path is not None else DEFAULT_ENCODER
+    path = Path(config.encoder_path)  # type: ignore[arg-type] - FILE implies a path (__post_init__)
     if not path.is_file():
-        raise ModelError(f"fast encoder weights {path} not found (pass encoder_path or reinstall kd3d)")
+        raise ModelError(f"fast encoder weights {path} not found")
     try:
         state = {k: v.float() for k, v in load_file(str(path)).items()}
         student.encoder.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - safetensors and torch raise several types for a bad file
         raise ModelError(f"{path} does not fit the fast encoder {config.student}: {err}") from err
     return path.name
 
@@ -252,8 +267,7 @@ def build_knn_head(config: FastConfig, buf: FeatureBuffer, generator: torch.Gene
                                                     dim=-1) for a in range(0, n, chunk)])
     centroids, assign = spherical_kmeans(keys, config.knn_lists, generator, progress=progress)
     order = torch.argsort(assign)
-    head.keys.copy_(keys[order].to(head.keys.dtype))
-    head.points.copy_(buf.points_N3[order])
+    head.store(keys[order], buf.points_N3[order])
     head.centroids.copy_(centroids)
     head.offsets.copy_(torch.cat([torch.zeros(1, dtype=torch.long),
                                   torch.bincount(assign, minlength=config.knn_lists).cumsum(0)]))

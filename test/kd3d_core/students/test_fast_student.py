@@ -5,7 +5,8 @@ import torch
 
 from kd3d_core.errors import ConfigError
 from kd3d_core.students import get_architecture
-from kd3d_core.students.fast import FastConfig, FastEncoder, FastHead, FastStudent, HeadKind
+from kd3d_core.students.fast import (FastConfig, FastEncoder, FastHead, FastStudent, HeadKind,
+                                     local_contrast_normalise)
 from kd3d_core.students.model_file import ModelMeta, save_scene_model
 from kd3d_core.students.registry import cell_centres, config_from_dict, config_to_dict
 from kd3d_core.students.scene_model import load_scene_model
@@ -24,7 +25,8 @@ def test_forward_contract_shapes_and_confidence_range():
 
 def test_receptive_field_is_centred_on_the_registry_cell_centre():
     """Cell (i, j) must look at pixel (8 j + 4, 8 i + 4), where the relocalizer puts its 2D point."""
-    enc = FastEncoder(FastConfig(stem_channels=(4, 4, 4), block_dilations=(), feature_dim=4, knn_dim=4))
+    enc = FastEncoder(FastConfig(stem_channels=(4, 4, 4), block_dilations=(), feature_dim=4, knn_dim=4,
+                                 input_norm="none"))
     with torch.no_grad():
         for p in enc.parameters():
             p.fill_(0.05) if p.ndim > 1 else p.zero_()
@@ -35,6 +37,31 @@ def test_receptive_field_is_centred_on_the_registry_cell_centre():
     centre = cell_centres((96, 96), 8)[5, 6]
     assert float((g * us).sum() / g.sum()) == pytest.approx(centre[0], abs=1e-3)
     assert float((g * vs).sum() / g.sum()) == pytest.approx(centre[1], abs=1e-3)
+
+
+def test_local_contrast_normalisation_is_centred_exact_and_cancels_gain_and_offset():
+    x = torch.rand(1, 3, 37, 53) * 2 - 1
+    out = local_contrast_normalise(x, 15, 1e-3)
+    # Same as a plain window x window average pool that ignores the padding (the definition).
+    mean = torch.nn.functional.avg_pool2d(x, 15, 1, 7, count_include_pad=False)
+    var = torch.nn.functional.avg_pool2d(x * x, 15, 1, 7, count_include_pad=False) - mean ** 2
+    assert torch.allclose(out, (x - mean) / torch.sqrt(var.clamp(min=0) + 1e-6), atol=1e-4)
+    # Centred: mirroring the image mirrors the result.
+    assert torch.allclose(local_contrast_normalise(x.flip(-1), 15, 1e-3), out.flip(-1), atol=1e-4)
+    # A per-channel gain and offset (exposure, white balance) change nothing where there is texture.
+    gain = torch.tensor([0.5, 1.3, 0.8]).view(1, 3, 1, 1)
+    assert torch.allclose(local_contrast_normalise(x * gain + 0.2, 15, 1e-3), out, atol=1e-2)
+
+
+def test_the_encoder_sees_through_a_global_gain_only_with_lcn():
+    x = torch.rand(1, 3, 64, 64)
+    for norm, expect_same in (("lcn", True), ("none", False)):
+        torch.manual_seed(0)
+        enc = FastEncoder(FastConfig(input_norm=norm, lcn_eps=1e-3)).eval()
+        with torch.no_grad():
+            a, b = enc(x), enc(x * 0.5)
+        rel = float((a - b).norm() / a.norm())
+        assert (rel < 0.02) == expect_same, (norm, rel)
 
 
 @pytest.mark.parametrize("homogeneous", [True, False])

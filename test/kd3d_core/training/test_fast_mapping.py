@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from kd3d_core.errors import Kd3dError, ModelError
+from kd3d_core.errors import ConfigError, Kd3dError, ModelError
 from kd3d_core.students.fast import FastConfig, FastEncoder, HeadKind
 from kd3d_core.students.scene_model import load_scene_model
-from kd3d_core.training.fast import (DEFAULT_ENCODER, EncoderSource, FastTrainConfig, LossKind, input_size_for,
+from kd3d_core.training.fast import (EncoderSource, FastTrainConfig, LossKind, input_size_for,
                                      load_encoder_weights, train_fast)
 from kd3d_core.training.fast_buffer import AugmentConfig, MappingView, cell_labels, fill_buffer, random_affine
 
 REPO = Path(__file__).resolve().parents[3]
 SMALL = FastConfig(stem_channels=(8, 16, 32), block_dilations=(1,), feature_dim=32, head_width=64, head_blocks=1,
                    head=HeadKind.MLP, knn_dim=16, knn_lists=8, knn_probe=2)
-TINY = FastTrainConfig(student=SMALL, input_height=48, encoder=EncoderSource.RANDOM, buffer_size=4000,
+TINY = FastTrainConfig(student=SMALL, input_height=48, buffer_size=4000,
                        iterations=200, batch_size=512, lr_max=1e-2, lr_min=1e-3, augment=AugmentConfig(enabled=False))
 
 
@@ -109,10 +109,11 @@ def test_missing_labels_and_mismatched_encoder_are_clear_errors(tiny_scene, tmp_
     from kd3d_core.students.fast import FastStudent
 
     with pytest.raises(ModelError, match="does not fit"):
-        load_encoder_weights(FastStudent(SMALL), replace(TINY, encoder=EncoderSource.PRETRAINED, encoder_path=bad))
+        load_encoder_weights(FastStudent(SMALL), replace(TINY, encoder_path=bad))
     with pytest.raises(ModelError, match="not found"):
-        load_encoder_weights(FastStudent(SMALL), replace(TINY, encoder=EncoderSource.PRETRAINED,
-                                                         encoder_path=tmp_path / "none.safetensors"))
+        load_encoder_weights(FastStudent(SMALL), replace(TINY, encoder_path=tmp_path / "none.safetensors"))
+    with pytest.raises(ConfigError, match="needs encoder_path"):
+        replace(TINY, encoder=EncoderSource.FILE)
 
 
 def test_input_size_keeps_the_aspect_ratio_in_multiples_of_eight():
@@ -120,13 +121,21 @@ def test_input_size_keeps_the_aspect_ratio_in_multiples_of_eight():
     assert input_size_for((640, 360), 176) == (312, 176)
 
 
-def test_shipped_encoder_loads_into_the_default_student():
-    if not DEFAULT_ENCODER.is_file():
-        pytest.skip("encoder asset not built yet")
+def test_seeded_encoder_is_reproducible_float16_and_depends_on_its_seed():
     from kd3d_core.students.fast import FastStudent
 
-    assert load_encoder_weights(FastStudent(), FastTrainConfig()) == DEFAULT_ENCODER.name
-    assert DEFAULT_ENCODER.stat().st_size < 5 * 2**20
+    a, b, c = FastStudent(), FastStudent(), FastStudent()
+    torch.manual_seed(123)  # the global generator must neither matter nor be disturbed
+    before = torch.random.get_rng_state()
+    assert "untrained" in load_encoder_weights(a, FastTrainConfig())
+    assert torch.equal(torch.random.get_rng_state(), before)
+    load_encoder_weights(b, FastTrainConfig())
+    load_encoder_weights(c, FastTrainConfig(encoder_seed=1))
+    wa, wb, wc = (s.encoder.conv1.weight for s in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    assert torch.equal(wa, wa.half().float())
+    state = a.state_dict()  # model files store the frozen encoder in float16, the head in full precision
+    assert state["encoder.conv1.weight"].dtype == torch.float16
 
 
 def test_pretraining_script_writes_a_loadable_encoder(tmp_path):
