@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"run only these families ({', '.join(FAMILIES)})")
     p.add_argument("--rooms", nargs="+", default=None, help="synth presets of the accuracy suite (default all)")
     p.add_argument("--students", nargs="+", default=None, help="student architectures (default all registered)")
+    p.add_argument("--robust-rooms", nargs="+", default=None,
+                   help="synth presets of the robustness family (default office living lowtex)")
+    p.add_argument("--robust-variants", nargs="+", default=None,
+                   help="query variants of the robustness family (default: all; see bench/README.md)")
+    p.add_argument("--robust-students", nargs="+", default=None,
+                   help="students and fast ablations of the robustness family (default fast fast-no-lcn)")
     p.add_argument("--mapping-frames", type=int, default=None, help="mapping frames per room")
     p.add_argument("--query-frames", type=int, default=None, help="query frames per room")
     p.add_argument("--train-minutes", type=float, default=None, help="end-to-end training budget per student/room")
@@ -48,7 +54,8 @@ def bench_config(args: argparse.Namespace):
 
     base = quick_config() if args.quick else BenchConfig()
     overrides = {"device": args.device, "workdir": args.workdir, "progress": not args.quiet}
-    flag_fields = {"only": "families", "rooms": "rooms", "students": "students", "mapping_frames": "mapping_frames",
+    flag_fields = {"only": "families", "rooms": "rooms", "students": "students", "robust_rooms": "robust_rooms",
+                   "robust_variants": "robust_variants", "robust_students": "robust_students", "mapping_frames": "mapping_frames",
                    "query_frames": "query_frames", "train_minutes": "train_minutes",
                    "fast_iterations": "fast_iterations", "fast_buffer": "fast_buffer", "repeats": "repeats",
                    "alignment_frames": "alignment_frames", "dust3r_repeats": "dust3r_repeats"}

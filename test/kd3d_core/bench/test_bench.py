@@ -45,12 +45,34 @@ def test_json_has_documented_sections_and_keys(report_files: tuple[dict, str]) -
     assert doc["format"] == "kd3d-bench" and doc["version"] == 1 and doc["quick"] is True
     assert {"created", "command", "seconds", "machine", "config"} <= set(doc)
     assert doc["machine"]["cpu_count"] >= 1 and doc["config"]["students"] == ["cnn"]
-    names = ["accuracy", "distillation", "covariance", "speed", "size", "scaling_resolution", "scaling_alignment"]
+    names = ["accuracy", "distillation", "covariance", "robustness", "robustness_summary", "speed", "size", "scaling_resolution", "scaling_alignment"]
     assert list(doc["sections"]) == names
     for name in names:
         section = doc["sections"][name]
         assert set(section) == SECTION_KEYS and section["status"] == "ok" and section["rows"], name
         assert all(set(row) <= set(section["columns"]) for row in section["rows"]), name
+
+
+def test_robustness_rows_cover_every_variant_and_method(report_files: tuple[dict, str]) -> None:
+    sections = report_files[0]["sections"]
+    rows = sections["robustness"]["rows"]
+    variants = ["clean", "gain-0.5", "lights-dimmed", "roll-20"]
+    assert [(r["variant"], r["method"]) for r in rows] == [(v, m) for m in ("fast", "classical-orb") for v in variants]
+    for row in rows:
+        assert row["room"] == "tiny" and row["frames"] == 4
+        assert 0 <= row["recall_2cm_2deg"] <= row["recall_5cm_5deg"] <= row["recall_10cm_10deg"] <= 1
+    summary = {r["method"]: r for r in sections["robustness_summary"]["rows"]}
+    assert set(summary) == {"fast", "classical-orb"} and summary["fast"]["rows"] == 4
+    fast_rows = [r for r in rows if r["method"] == "fast"]
+    assert summary["fast"]["worst_5cm"] == min(r["recall_5cm_5deg"] for r in fast_rows)
+
+
+def test_robustness_variants_are_validated() -> None:
+    from kd3d_core.bench.robustness import variant_names
+
+    assert variant_names(("roll-20", "clean", "jpeg-25")) == ["clean", "jpeg-25", "roll-20"]
+    with pytest.raises(ConfigError, match="unknown robustness variant"):
+        variant_names(("clean", "fog"))
 
 
 def test_accuracy_rows_cover_every_method_and_the_pooled_suite(report_files: tuple[dict, str]) -> None:
