@@ -62,12 +62,15 @@ class SimulatedDust3rConfig:
             name), e.g. the synthetic scene an RGB-only bag was made from; None: the taught scene's own.
         use_reference: align onto the scene's poses (odometry/TF) for metric scale, as the real path does;
             False is the pure monocular case (no poses, no depth: arbitrary scale and frame).
+        cache_dir: where the simulated pairs are cached (default LABELS/pairs); lets benchmarks realign the same
+            pairs with other settings.
     """
 
     error_scale: float = 1.0
     seed: int = 0
     truth: Path | None = None
     use_reference: bool = True
+    cache_dir: Path | None = None
 
 
 @dataclass(frozen=True)

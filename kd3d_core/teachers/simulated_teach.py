@@ -105,7 +105,7 @@ def teach_simulated(scene: Scene, frames: list[Frame], store: LabelStore, config
     model_key = cache_key(**asdict(simulator.model))[:8]
     digest = f"simulated-dust3r:v{SIMULATOR_VERSION}:x{sim.error_scale:g}:seed{sim.seed}:{model_key}"
     key = cache_key(digest=digest, size=cfg.size, label=label_wh, box=geom.box, resized=geom.resized_wh)
-    cache = PairCache(store.root / "pairs", key, [f.name for f in frames])
+    cache = PairCache(sim.cache_dir or store.root / "pairs", key, [f.name for f in frames])
     teacher = TeacherKind.SIMULATED_DUST3R.value
     start_labels(store, _meta(scene, digest, label_wh, ScaleSource.ARBITRARY, {}, teacher=teacher))
     computed, infer_s = simulate_pairs(simulator, pairs, cache, label_wh, config.progress)
@@ -116,7 +116,8 @@ def teach_simulated(scene: Scene, frames: list[Frame], store: LabelStore, config
     extra = {"pairs": len(pairs), "edges": int(len(result.edges.i)), "edges_inlier": int(result.edge_inlier.sum()),
              "pair_diagnostics": pair_diagnostics(result, truth), "net_size": list(net_wh),
              "wrong_pairs": int(sum(simulator.is_wrong_pair(i, j) for i, j in pairs)),
-             "simulated": {**asdict(sim), "truth": None if sim.truth is None else str(sim.truth)},
+             "simulated": {**asdict(sim), "truth": None if sim.truth is None else str(sim.truth),
+                           "cache_dir": None if sim.cache_dir is None else str(sim.cache_dir)},
              "pair_graph": asdict(cfg.pairs), "inference_s": round(infer_s, 3), "pairs_computed": computed,
              "complete": True}
     return _write_labels(scene, frames, store, result, digest, label_wh, extra, t0, teacher)
