@@ -6,8 +6,13 @@ from pathlib import Path
 
 from kd3d_core.errors import ConfigError
 
+# Query variants of the robustness family (kd3d_core.synth.conditions), in report order.
+ROBUST_VARIANTS: tuple[str, ...] = (
+    "clean", "gain-0.5", "gain-1.6", "gamma-0.6", "gamma-1.6", "white-balance", "noise", "motion-blur", "jpeg-25",
+    "lights-moved", "lights-dimmed", "object-moved", "roll-20", "lower-0.4")
+
 # Benchmark families, in report order (`--only NAME ...` picks a subset).
-FAMILIES: tuple[str, ...] = ("accuracy", "covariance", "speed", "size", "scaling", "teacher_quality")
+FAMILIES: tuple[str, ...] = ("accuracy", "covariance", "robustness", "speed", "size", "scaling", "teacher_quality")
 # Families a plain `kd3d bench` skips (long; run with --only NAME): teacher_quality simulates DUSt3R at three error
 # levels, realigns and trains a student per teacher and room (about 15 minutes per room on 2 CPU cores).
 OPT_IN_FAMILIES: tuple[str, ...] = ("teacher_quality",)
@@ -40,6 +45,10 @@ class BenchConfig:
         dust3r_repeats: timed DUSt3R forwards (after one warm-up).
         device: "auto" (CUDA when present), "cpu" or "cuda".
         workdir: rendered rooms, labels, models and maps (reused by later runs with the same settings).
+        robust_rooms: presets of the robustness family (a low-texture room among them).
+        robust_variants: query variants of the robustness family ("clean", kd3d_core.synth.conditions names).
+        robust_students: students (and fast-student ablations, kd3d_core.bench.robustness.FAST_ABLATIONS) compared
+            in the robustness family next to the classical baselines.
         teacher_rooms: presets of the teacher-quality family (depth teacher vs simulated DUSt3R).
         teacher_scales: error levels of the simulated DUSt3R (x the published figures).
         teacher_net_size: simulated DUSt3R input size (512, or 224 for smoke runs).
@@ -70,6 +79,9 @@ class BenchConfig:
     dust3r_repeats: int = 3
     device: str = "auto"
     workdir: Path = field(default_factory=lambda: Path("bench_work"))
+    robust_rooms: tuple[str, ...] = ("office", "living", "lowtex")
+    robust_variants: tuple[str, ...] = ROBUST_VARIANTS
+    robust_students: tuple[str, ...] = ("fast", "fast-no-lcn")
     teacher_rooms: tuple[str, ...] = ("bedroom", "office")
     teacher_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
     teacher_net_size: int = 512
@@ -104,7 +116,7 @@ class BenchConfig:
                 raise ConfigError(f"bench config: {message}")
         from kd3d_core.synth import PRESETS
 
-        missing = [r for r in self.rooms + self.teacher_rooms if r not in PRESETS]
+        missing = [r for r in self.rooms + self.teacher_rooms + self.robust_rooms if r not in PRESETS]
         if missing:
             raise ConfigError(f"unknown room preset(s) {', '.join(missing)}; choose from {', '.join(PRESETS)}")
 
@@ -114,7 +126,8 @@ def quick_config(**overrides: object) -> BenchConfig:
     base = BenchConfig(rooms=("tiny",), mapping_frames=40, query_frames=10, image_wh=(160, 120), train_minutes=0.5,
                        train_epochs=3, fast_iterations=150, fast_buffer=60_000, speed_frames=5, repeats=3,
                        scaling_sizes=((160, 120), (320, 240), (640, 480)), alignment_frames=(20, 40),
-                       dust3r_wh=(64, 48), dust3r_repeats=1,
-                       teacher_rooms=("tiny",), teacher_scales=(1.0,), teacher_net_size=224, teacher_filters=False,
-                       quick=True)
+                       dust3r_wh=(64, 48), dust3r_repeats=1, robust_rooms=("tiny",),
+                       robust_variants=("clean", "gain-0.5", "lights-dimmed", "roll-20"), robust_students=("fast",),
+                       teacher_rooms=("tiny",), teacher_scales=(1.0,), teacher_net_size=224,
+                       teacher_filters=False, quick=True)
     return replace(base, **overrides)

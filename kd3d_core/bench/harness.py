@@ -16,12 +16,13 @@ from kd3d_core.bench.report import BenchReport, Table, config_dict
 def _families() -> dict[str, Callable[[BenchContext], list[Table]]]:
     from kd3d_core.bench.accuracy import run_accuracy
     from kd3d_core.bench.covariance import run_covariance
+    from kd3d_core.bench.robustness import run_robustness
     from kd3d_core.bench.scaling import run_scaling
     from kd3d_core.bench.size import run_size
     from kd3d_core.bench.speed import run_speed
     from kd3d_core.bench.teacher_quality import run_teacher_quality
 
-    return {"accuracy": run_accuracy, "covariance": run_covariance, "speed": run_speed, "size": run_size,
+    return {"accuracy": run_accuracy, "covariance": run_covariance, "robustness": run_robustness, "speed": run_speed, "size": run_size,
             "scaling": run_scaling, "teacher_quality": run_teacher_quality}
 
 
