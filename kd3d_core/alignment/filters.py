@@ -39,6 +39,8 @@ class LabelFilterConfig:
         min_conf: drop labels whose confidence (0-1) is below this.
         fuse: move each kept pixel along its ray to the mean (in log depth) of its own depth and the depths
             of the neighbours that confirm it (multi-view averaging of independent per-image errors).
+        extra_neighbours: also compare with the frames up to this many positions away in the sequence (besides
+            the frames each was paired with).
     """
 
     edge_rel: float = 0.05
@@ -47,6 +49,7 @@ class LabelFilterConfig:
     min_frame_fraction: float = 0.3
     min_conf: float = 0.0
     fuse: bool = True
+    extra_neighbours: int = 10
 
 
 def depth_edges(depth_HW: np.ndarray, edge_rel: float) -> np.ndarray:
@@ -135,6 +138,10 @@ def filter_masks(world_T_cam_N44: np.ndarray, scale_N: np.ndarray, canon: Canoni
     """Which labelled pixels survive the filters, their fused depth factors, and what each filter removed."""
     keep = labelled_NHW.copy()
     factor = np.ones(keep.shape, np.float32)
+    if config.extra_neighbours > 0:
+        n = len(keep)
+        neighbours = [sorted(set(nb) | {m for m in range(k - config.extra_neighbours, k + config.extra_neighbours + 1)
+                                        if 0 <= m < n and m != k}) for k, nb in enumerate(neighbours)]
     stats: dict = {"labelled": int(keep.sum())}
     if config.min_conf > 0:
         keep &= conf_NHW >= config.min_conf
