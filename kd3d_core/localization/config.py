@@ -85,6 +85,16 @@ class RelocalizerConfig:
             fractions of pixels <= 10 and >= 245).
         min_intensity_std / min_textured_fraction / texture_gradient: a frame needs this much contrast and this
             fraction of pixels with a neighbour difference >= texture_gradient grey levels.
+
+    The image gates refuse only frames with nothing to localize on; everything else goes to the network and is
+    judged by its inliers. Measured on 360 real query frames of seven synthetic rooms (320x240) and the
+    robustness family's photometric variants (gain 0.5 / 1.6, gamma 0.6 / 1.6, white balance, noise, motion
+    blur, JPEG 25): mean grey level >= 28.6, grey-level std >= 6.2, at most 80 % saturated pixels (gain 1.6;
+    92 % in the bright low-texture room) and 32 % black ones (gamma 1.6). Blank, white, uniform and 16x
+    under-exposed frames are far outside (std 0, 100 % saturated or black, mean ~10). The texture-fraction gate
+    is off by default: the low-texture room has no pixel differences >= 2 grey levels in most frames, and
+    refusing them before the network halved its recall (12 -> 6 of 30 within 5 cm / 5 deg); such frames, and
+    faint ramps, are left to the inlier checks.
     """
 
     min_confidence: float = 0.0
@@ -107,11 +117,11 @@ class RelocalizerConfig:
     max_principal_offset: float = 0.25
     min_fov_deg: float = 10.0
     max_fov_deg: float = 170.0
-    min_mean_intensity: float = 20.0
-    max_dark_fraction: float = 0.6
-    max_bright_fraction: float = 0.6
-    min_intensity_std: float = 5.0
-    min_textured_fraction: float = 0.01
+    min_mean_intensity: float = 15.0
+    max_dark_fraction: float = 0.95
+    max_bright_fraction: float = 0.95
+    min_intensity_std: float = 2.0
+    min_textured_fraction: float = 0.0
     texture_gradient: float = 8.0
 
     def __post_init__(self) -> None:

@@ -20,7 +20,8 @@ from kd3d_core.scene import Frame, Split, open_scene
 from kd3d_core.students import load_scene_model
 
 F = FailureReason
-# Random images carry texture, so they reach PnP: whichever inlier criterion refuses them first is fine.
+# Frames with some structure (noise, faint ramps, partly clipped) reach the network by design (real low-texture and
+# over-exposed frames must get their chance): whichever inlier criterion refuses them first is fine.
 NOT_A_FIX = {F.PNP_FAILED, F.TOO_FEW_INLIERS, F.LOW_INLIER_RATIO, F.POOR_INLIER_COVERAGE, F.LOW_CONFIDENCE,
              F.UNCERTAIN_POSE, F.TOO_FEW_CORRESPONDENCES}
 
@@ -49,10 +50,10 @@ HOSTILE: dict[str, tuple[Case, set[FailureReason]]] = {
     "grey": (lambda rgb, K: (np.full_like(rgb, 128), K), {F.LOW_TEXTURE}),
     "white": (lambda rgb, K: (np.full_like(rgb, 255), K), {F.BAD_EXPOSURE}),
     "faint_gradient": (lambda rgb, K: (np.repeat(np.linspace(100, 140, rgb.shape[1]).astype(np.uint8)[None, :, None],
-                                                 rgb.shape[0], 0).repeat(3, 2), K), {F.LOW_TEXTURE}),
+                                                 rgb.shape[0], 0).repeat(3, 2), K), {F.LOW_TEXTURE} | NOT_A_FIX),
     "noise": (lambda rgb, K: (np.random.default_rng(5).integers(0, 256, rgb.shape, dtype=np.uint8), K), NOT_A_FIX),
     "over_exposed": (lambda rgb, K: (np.clip(rgb.astype(np.int32) * 6, 0, 255).astype(np.uint8), K),
-                     {F.BAD_EXPOSURE}),
+                     {F.BAD_EXPOSURE} | NOT_A_FIX),
     "under_exposed": (lambda rgb, K: (rgb // 16, K), {F.BAD_EXPOSURE}),
     "black_strip": (lambda rgb, K: (np.zeros((8, rgb.shape[1], 3), np.uint8), K), {F.BAD_IMAGE}),
     "real_strip": (lambda rgb, K: (rgb[52:68].copy(), _shift_k(K, 0, 52)), {F.BAD_IMAGE}),
@@ -103,7 +104,7 @@ def test_input_checks_run_before_the_network(queries):
 
     frame = queries[0]
     reloc = Relocalizer(Exploding())
-    for name in ("black", "grey", "white", "over_exposed", "under_exposed", "black_strip", "half_size_full_K"):
+    for name in ("black", "grey", "white", "under_exposed", "black_strip", "half_size_full_K"):
         rgb, K = HOSTILE[name][0](frame.load_rgb(), frame.K)
         assert reloc.localize(np.ascontiguousarray(rgb), K).failure in HOSTILE[name][1]
 
@@ -136,13 +137,14 @@ def test_replay_publishes_nothing_for_refused_frames(fast_room, relocalizer, tmp
     from kd3d_core.bags import open_bag, write_scene_bag
     from kd3d_core.replay import ReplayConfig, replay_bag
 
-    names = ["white", "grey", "black", "over_exposed", "under_exposed", "white"]
+    names = ["white", "grey", "black", "noise", "under_exposed", "white"]
     scene = _hostile_copy(fast_room.root, tmp_path, names)
     write_scene_bag(scene, tmp_path / "in", split=Split.QUERY, progress=False)
     result = replay_bag(relocalizer, ReplayConfig(tmp_path / "in", tmp_path / "out", "/camera/color/image_raw",
                                                   progress=False))
     assert result.frames == 6 and result.localized == 0
-    assert result.failures == {"bad_exposure": 5, "low_texture": 1}
+    assert result.failures.pop("bad_exposure") == 4 and result.failures.pop("low_texture") == 1
+    assert sum(result.failures.values()) == 1 and set(result.failures) <= {r.value for r in NOT_A_FIX}
     with open_bag(tmp_path / "out") as reader:
         published = {topic: info.count for topic, info in reader.topics.items()}
     assert not any(published.get(t) for t in ("/tf", "/relocalizer/pose", "/relocalizer/pose_with_covariance",
