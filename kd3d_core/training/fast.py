@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from kd3d_core.config_utils import check_device
 from kd3d_core.errors import ConfigError, Kd3dError, ModelError
 from kd3d_core.evaluation.seen import mapping_record
 from kd3d_core.geometry import invert_pose
@@ -115,6 +116,7 @@ class FastTrainConfig:
             raise ConfigError("fast training needs iterations >= 1 and buffer_size >= batch_size >= 1")
         if not 0 < self.lr_min <= self.lr_max:
             raise ConfigError(f"need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
+        check_device(self.device)  # a misspelt or absent device fails here, before any work
 
 
 @dataclass(frozen=True)
