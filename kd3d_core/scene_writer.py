@@ -9,9 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kd3d_core.errors import SceneError
+from kd3d_core.errors import MessageError, SceneError
 from kd3d_core.geometry import is_valid_pose
 from kd3d_core.io_utils import atomic_dir
+from kd3d_core.messages.images import check_image_size
 from kd3d_core.scene import KD3D_META, TIMESTAMPS, Split
 
 
@@ -35,6 +36,15 @@ class SceneWriter:
                  sensor: str, world_frame: str, color_ext: str) -> None:
         if color_ext not in ("png", "jpg"):
             raise SceneError(f"colour format must be png or jpg, not {color_ext!r}")
+        K = np.asarray(K, dtype=np.float64)
+        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise SceneError(f"scene K must be a finite pinhole matrix with positive focal lengths, got {K.tolist()}")
+        if not (np.isfinite(depth_shift) and depth_shift > 0):
+            raise SceneError(f"depth shift must be a finite number > 0, got {depth_shift}")
+        try:
+            check_image_size(int(color_size[0]), int(color_size[1]), "scene colour size")
+        except MessageError as err:
+            raise SceneError(str(err)) from None
         self.root = root
         self.K = np.asarray(K, dtype=np.float64)
         self.color_size = color_size
@@ -77,8 +87,11 @@ class SceneWriter:
             raise SceneError(f"cannot write {data / name}.color.{self.color_ext}")
         if depth is not None:
             scaled = np.round(np.nan_to_num(depth, nan=0.0, posinf=0.0) * self.depth_shift)
-            cv2.imwrite(str(data / f"{name}.depth.png"), np.clip(scaled, 0, 65535).astype(np.uint16),
-                        [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            if depth.shape != rgb.shape[:2]:
+                raise SceneError(f"frame {name}: depth is {depth.shape[1]}x{depth.shape[0]}, colour {w}x{h}")
+            if not cv2.imwrite(str(data / f"{name}.depth.png"), np.clip(scaled, 0, 65535).astype(np.uint16),
+                               [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                raise SceneError(f"cannot write {data / name}.depth.png (disk full or not writable?)")
             self.has_depth = True
         (data / f"{name}.pose.txt").write_text(format_pose(world_T_cam))
         self.names.append(name)
