@@ -62,7 +62,11 @@ class RelocalizerConfig:
         refine_rounds: re-select inliers with the refined pose and refine again this many extra times.
         min_inliers: fewer inliers than this is a failure.
         min_inlier_ratio: a smaller inlier fraction of the correspondences is a failure (so the inliers needed
-            grow with the number of correspondences).
+            grow with the number of correspondences). Measured with the fast student (1200 correspondences):
+            real query frames 0.35-0.91 in textured rooms, 0.05-0.9 in the low-texture room; hostile frames
+            that reach PnP (noise, white, 6x over- or 16x under-exposed, faint ramps) 0.02-0.058, and at 0.05 a
+            low-texture frame with ratio 0.054 was a 0.83 m / 31 deg "success" (NEES 106), so 0.1 (costs 4 of
+            30 low-texture frames that were within 5 cm / 5 deg).
         min_inlier_coverage: the inliers must fall in at least this fraction of an 8x6 grid over the image.
         min_inlier_confidence: the inliers' median predicted confidence must reach this.
         max_position_std_m: a pose whose 1-sigma position uncertainty (largest axis, after inflation) is larger
