@@ -29,7 +29,7 @@ from tools.hostile_inputs import all_cases, build_bases  # noqa: E402
 # SIGTERM one has its own test in test_failures.py.
 _SLOW = ("onto a full disk", "SIGTERM", "stale .partial", "synth onto a read-only", "concurrent writer")
 CASES = [c for c in all_cases() if not any(s in c[1] for s in _SLOW)]
-FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")

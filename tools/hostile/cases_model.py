@@ -120,8 +120,9 @@ def _train(extra: list[str]):
 
 
 def _cnn(*flags: str) -> list[str]:
+    # No --quiet/--no-progress: older kd3d train had neither, and progress bars are not counted as lines.
     return ["--student", "cnn", "--arch-opt", "channels=8,8,8,8,8,8", "--arch-opt", "head_channels=8", "--epochs", "1",
-            "--no-progress", *flags]
+            *flags]
 
 
 def _localize(extra: list[str]):
@@ -148,6 +149,8 @@ OPTION_CASES = [
     ("train --device tpu7", _train(_cnn("--device", "tpu7"))),
     ("train --device cuda:9", _train(_cnn("--device", "cuda:9"))),
     ("train --device cuda (no GPU)", _train(_cnn("--device", "cuda"))),
+    ("train --device tpu7 (fast student)", _train(["--student", "fast", "--device", "tpu7"])),
+    ("train --device cuda:9 (fast student)", _train(["--student", "fast", "--device", "cuda:9"])),
     ("train --epochs 0", _train(_cnn("--epochs", "0"))),
     ("train --size 0x0", _train(["--size", "0x0"])),
     ("train --val-fraction nan", _train(_cnn("--val-fraction", "nan"))),

@@ -139,7 +139,7 @@ def _train_incomplete(work: Path, bases):
     scene = _scene(work, bases, labels=True)
     _incomplete_labels(scene)
     argv = ["train", scene, "--student", "cnn", "--arch-opt", "channels=8,8,8,8,8,8", "--arch-opt", "head_channels=8",
-            "--size", "64x48", "--epochs", "1", "--batch-size", "2", "--out", work / "m.kd3d", "--no-progress"]
+            "--size", "64x48", "--epochs", "1", "--batch-size", "2", "--out", work / "m.kd3d"]
     return expect_error(call(cli(argv), timeout_s=90), work, "incomplete")
 
 
