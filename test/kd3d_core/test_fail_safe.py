@@ -116,8 +116,8 @@ def test_property_pose_files(tmp_path_factory, lines, mode):
     assert not [p for p in work.iterdir() if p.name.endswith(".tmp")]
 
 
-_META_VALUES = st.one_of(st.integers(-2**63, 2**63), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5),
-                         st.lists(st.integers(-10**12, 10**12), max_size=4), st.none(), st.booleans())
+_META_VALUES = st.one_of(st.integers(-2**63, 2**63), st.floats(allow_nan=True, allow_infinity=True),
+                         st.text(max_size=5), st.lists(st.integers(-10**12, 10**12), max_size=4), st.none(), st.booleans())
 
 
 @FAST

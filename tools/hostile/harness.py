@@ -24,6 +24,7 @@ MEM_HEADROOM = 3 << 30
 MAX_RSS_GROWTH = 1536 << 20
 TIMEOUT_S = 20
 _TEMP_MARKS = (".tmp", ".partial")
+_MEMORY_MARKS = ("out of memory", "can't allocate", "cannot allocate", "failed to allocate", "memoryerror")
 
 
 class Hang(BaseException):
@@ -134,7 +135,7 @@ def judge_common(run: Run, root: Path) -> list[str]:
     if run.raised or "Traceback" in run.stderr:
         reasons.append(f"traceback ({run.raised})")
     low = run.stderr.lower()
-    if any(m in low for m in ("out of memory", "can't allocate", "cannot allocate", "failed to allocate", "memoryerror")):
+    if any(m in low for m in _MEMORY_MARKS):
         reasons.append("tried to allocate too much memory")
     if run.rss_growth > MAX_RSS_GROWTH:
         reasons.append(f"resident memory grew {run.rss_growth / 2**20:.0f} MiB")
