@@ -4,7 +4,7 @@ A `Scene` holds metadata only; images and depth maps are read when a `Frame` is 
 of thousands of frames costs a few kilobytes per frame in memory.
 
 12Scenes layout (the contract other tools rely on; kd3d only adds files next to it):
-    info.txt                       key = value lines (m_colorWidth, m_calibrationColorIntrinsic, m_depthShift, ...)
+    info.txt                       key = value lines (mcolorWidth, mcalibrationColorIntrinsic, m_depthShift, ...)
     split.txt                      "sequenceK [frames=n]  [start=a ; end=b]"; sequence0 is the test (query) part
     data/frame-NNNNNN.color.jpg|png
     data/frame-NNNNNN.depth.png    uint16, metres * m_depthShift, 0 = invalid
@@ -13,8 +13,6 @@ kd3d additions: kd3d.json (world frame id, explicit split lists, source), timest
 """
 from __future__ import annotations
 
-import json
-import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -26,9 +24,21 @@ import numpy as np
 from kd3d_core.errors import MessageError, SceneError
 from kd3d_core.geometry import is_valid_pose
 from kd3d_core.messages.images import check_image_size, encoded_image_size
+from kd3d_core.scene_files import (  # noqa: F401 - KD3D_META, TIMESTAMPS are part of this module's API
+    FRAME_RE,
+    KD3D_META,
+    TIMESTAMPS,
+    info_number,
+    info_size,
+    matrix_from_info,
+    parse_info_txt,
+    read_kd3d_meta,
+    read_text,
+    read_timestamps,
+    splits_from_meta,
+    splits_from_split_txt,
+)
 
-KD3D_META = "kd3d.json"
-TIMESTAMPS = "timestamps.txt"
 SEVEN_SCENES_K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])
 
 
@@ -223,169 +233,16 @@ def read_pose_file(path: Path) -> np.ndarray | None:
     return T
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise SceneError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from err
-
-
-def parse_info_txt(path: Path) -> dict[str, str]:
-    """info.txt as a key -> raw value dictionary."""
-    out: dict[str, str] = {}
-    for line in _read_text(path).splitlines():
-        if "=" in line:
-            key, value = line.split("=", 1)
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _info_number(info: dict[str, str], key: str, kind: type, default: float | None = None) -> float:
-    """A finite number from info.txt (SceneError naming the key otherwise)."""
-    if key not in info:
-        if default is None:
-            raise SceneError(f"info.txt has no {key}")
-        return default
-    try:
-        value = float(info[key])
-    except ValueError:
-        raise SceneError(f"info.txt {key} = {info[key]!r} is not a number") from None
-    if not math.isfinite(value) or (kind is int and not value.is_integer()):
-        raise SceneError(f"info.txt {key} = {info[key]!r} is not a finite {kind.__name__}")
-    return int(value) if kind is int else value
-
-
-def _info_size(info: dict[str, str], prefix: str, required: bool) -> tuple[int, int] | None:
-    """(w, h) from m_{prefix}Width / m_{prefix}Height; None when absent or 0 x 0 (optional sizes only)."""
-    wkey, hkey = f"m_{prefix}Width", f"m_{prefix}Height"
-    if not required and wkey not in info and hkey not in info:
-        return None
-    w, h = int(_info_number(info, wkey, int)), int(_info_number(info, hkey, int))
-    if not required and w == 0 and h == 0:
-        return None
-    try:
-        check_image_size(w, h, f"info.txt {wkey} x {hkey}")
-    except MessageError as err:
-        raise SceneError(str(err)) from None
-    return w, h
-
-
-def _matrix_from_info(info: dict[str, str], key: str) -> np.ndarray | None:
-    """A 3x3 pinhole K from a 16- or 9-number info.txt entry; SceneError unless finite with positive focals."""
-    if key not in info:
-        return None
-    try:
-        vals = np.array(info[key].split(), dtype=np.float64)
-    except ValueError:
-        raise SceneError(f"info.txt {key} holds something that is not a number: {info[key][:80]!r}") from None
-    if vals.size == 16:
-        K = vals.reshape(4, 4)[:3, :3]
-    elif vals.size == 9:
-        K = vals.reshape(3, 3)
-    else:
-        raise SceneError(f"info.txt key {key} has {vals.size} numbers, expected 16")
-    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise SceneError(f"info.txt {key} is not a calibrated pinhole matrix (fx={K[0, 0]}, fy={K[1, 1]}; "
-                         "focal lengths must be finite and positive)")
-    return K
-
-
-def _read_kd3d_meta(root: Path) -> dict:
-    path = root / KD3D_META
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(_read_text(path))
-    except (json.JSONDecodeError, RecursionError) as err:
-        detail = err if isinstance(err, json.JSONDecodeError) else "nested too deeply"
-        raise SceneError(f"{path} is not valid JSON: {detail}") from None
-    if not isinstance(meta, dict):
-        raise SceneError(f"{path} must hold a JSON object, not {type(meta).__name__}")
-    return meta
-
-
-def _read_timestamps(root: Path) -> dict[str, int]:
-    path = root / TIMESTAMPS
-    if not path.is_file():
-        return {}
-    stamps = {}
-    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        try:
-            if len(parts) != 2:
-                raise ValueError
-            stamp = int(parts[1])
-        except ValueError:
-            raise SceneError(f"{path}:{lineno}: expected `frame-name stamp_ns` (an integer), got {line[:80]!r}") \
-                from None
-        if stamp < 0 or stamp >= 1 << 63:
-            raise SceneError(f"{path}:{lineno}: stamp {stamp} is out of range")
-        stamps[parts[0]] = stamp
-    return stamps
-
-
-_SPLIT_RE = re.compile(r"sequence(\d+)\s*\[frames=(\d+)\]\s*\[start=(\d+)\s*;\s*end=(\d+)\]")
-_FRAME_RE = re.compile(r"^frame-(\d+)$")
-
-
-def _splits_from_split_txt(path: Path, names: list[str]) -> dict[Split, tuple[str, ...]]:
-    """12Scenes split.txt: sequence0 is the test (query) range, the other sequences are training (mapping).
-
-    A range's frames are looked up among the frames present (never enumerated: `end` can be any number); a
-    range that claims more frames than data/ holds is an error, not silently shortened.
-    """
-    index = {int(_FRAME_RE.match(n).group(1)): n for n in names}
-    numbers = sorted(index)
-    mapping, query = [], []
-    for m in _SPLIT_RE.finditer(_read_text(path)):
-        seq, claimed, start, end = (int(g) for g in m.groups())
-        if end < start:
-            raise SceneError(f"{path}: sequence{seq} ends ({end}) before it starts ({start})")
-        lo, hi = np.searchsorted(numbers, start), np.searchsorted(numbers, end, side="right")
-        chosen = [index[i] for i in numbers[lo:hi]]
-        if len(chosen) < min(claimed, end - start + 1):
-            raise SceneError(f"{path}: sequence{seq} names {min(claimed, end - start + 1)} frames ({start}..{end}) "
-                             f"but data/ holds {len(chosen)} of them")
-        (query if seq == 0 else mapping).extend(chosen)
-    return {Split.MAPPING: tuple(mapping), Split.QUERY: tuple(query)}
-
-
-def _splits_from_meta(meta: dict, names: list[str], path: Path) -> dict[Split, tuple[str, ...]]:
-    """kd3d.json `splits`: {"mapping": [...], "query": [...]}; every name must be a frame of the scene."""
-    raw = meta["splits"]
-    if not isinstance(raw, dict):
-        raise SceneError(f"{path}: `splits` must be an object of name lists")
-    known = set(names)
-    splits: dict[Split, tuple[str, ...]] = {}
-    for key, value in raw.items():
-        try:
-            which = Split(key)
-        except ValueError:
-            raise SceneError(f"{path}: unknown split {key!r} (use mapping, query)") from None
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise SceneError(f"{path}: split {key!r} must be a list of frame names")
-        missing = [v for v in value if v not in known]
-        if missing:
-            raise SceneError(f"{path}: split {key!r} names {len(missing)} frame(s) that data/ does not hold, "
-                             f"e.g. {missing[:3]}")
-        if len(set(value)) != len(value):
-            raise SceneError(f"{path}: split {key!r} lists a frame more than once")
-        splits[which] = tuple(value)
-    return splits
-
-
 def _frames_12scenes(root: Path, K: np.ndarray, K_depth: np.ndarray | None, depth_shift: float,
                      color_size: tuple[int, int], depth_size: tuple[int, int] | None) -> list[Frame]:
     data = root / "data"
     if not data.is_dir():
         raise SceneError(f"scene {root} has no data/ folder")
-    stamps = _read_timestamps(root)
+    stamps = read_timestamps(root)
     frames = []
     for color in sorted(list(data.glob("frame-*.color.jpg")) + list(data.glob("frame-*.color.png"))):
         name = color.name.split(".")[0]
-        if not _FRAME_RE.match(name):
+        if not FRAME_RE.match(name):
             raise SceneError(f"{color}: frame files must be named frame-NUMBER.color.(jpg|png)")
         pose_path = data / f"{name}.pose.txt"
         depth_path = data / f"{name}.depth.png"
@@ -404,22 +261,22 @@ def _frames_12scenes(root: Path, K: np.ndarray, K_depth: np.ndarray | None, dept
 
 def _open_12scenes(root: Path) -> Scene:
     info = parse_info_txt(root / "info.txt")
-    color_size = _info_size(info, "color", required=True)
-    depth_size = _info_size(info, "depth", required=False)
-    K = _matrix_from_info(info, "m_calibrationColorIntrinsic")
+    color_size = info_size(info, "color", required=True)
+    depth_size = info_size(info, "depth", required=False)
+    K = matrix_from_info(info, "m_calibrationColorIntrinsic")
     if K is None:
         raise SceneError(f"{root / 'info.txt'} has no m_calibrationColorIntrinsic")
-    K_depth = _matrix_from_info(info, "m_calibrationDepthIntrinsic")
-    depth_shift = _info_number(info, "m_depthShift", float, default=1000.0)
+    K_depth = matrix_from_info(info, "m_calibrationDepthIntrinsic")
+    depth_shift = info_number(info, "m_depthShift", float, default=1000.0)
     if depth_shift <= 0:
         raise SceneError(f"info.txt m_depthShift = {info['m_depthShift']!r} must be > 0 (depth PNG value per metre)")
-    meta = _read_kd3d_meta(root)
+    meta = read_kd3d_meta(root)
     frames = _frames_12scenes(root, K, K_depth, depth_shift, color_size, depth_size)
     names = [f.name for f in frames]
     if "splits" in meta:
-        splits = _splits_from_meta(meta, names, root / KD3D_META)
+        splits = {Split(k): v for k, v in splits_from_meta(meta, names, root / KD3D_META).items()}
     elif (root / "split.txt").is_file():
-        splits = _splits_from_split_txt(root / "split.txt", names)
+        splits = {Split(k): v for k, v in splits_from_split_txt(root / "split.txt", names).items()}
     else:
         splits = {Split.MAPPING: tuple(names), Split.QUERY: ()}
     world_frame = meta.get("world_frame", "map")
@@ -437,7 +294,7 @@ def _read_7scenes_split(root: Path, filename: str) -> list[str]:
     if not path.is_file():
         return []
     seqs = []
-    for line in _read_text(path).split():
+    for line in read_text(path).split():
         m = re.search(r"(\d+)", line)
         if m:
             seqs.append(f"seq-{int(m.group(1)):02d}")
