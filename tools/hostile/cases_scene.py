@@ -97,14 +97,21 @@ def _teach_case(mutate):
     return run
 
 
-def _localize_case(mutate):
-    """One bad query frame: the run must finish (exit 0) and count that frame as failed."""
+def _localize_case(mutate, bad_image: bool = True):
+    """One bad query frame: the run must finish (exit 0) and, for an unusable image, count it as bad_image."""
     def run(work: Path, bases):
         scene = _scene(work, bases)
         mutate(scene)
         out = work / "poses.txt"
         result = call(cli(["localize", bases.vit, scene, "--out", out, "--quiet"]), timeout_s=60)
-        return expect_ok(result, work, lambda: None if out.exists() else "no pose file written")
+
+        def check():
+            if not out.exists():
+                return "no pose file written"
+            if bad_image and "bad_image" not in result.stderr:
+                return "the bad frame was not reported as bad_image (used as if it were fine)"
+            return None
+        return expect_ok(result, work, check)
     return run
 
 
@@ -192,7 +199,7 @@ CASES = [
     ("query image 32x24 vs info 64x48",
      _localize_case(_image("data/frame-000000.color.png", np.zeros((24, 32, 3), np.uint8) + 90))),
     ("query image 16-bit grey", _localize_case(_image("data/frame-000001.color.png",
-                                                      np.full((H, W), 40000, np.uint16)))),
+                                                      np.full((H, W), 40000, np.uint16)), bad_image=False)),
     ("depth 8-bit PNG", _teach_case(_image("data/frame-000003.depth.png", np.full((H, W), 200, np.uint8)))),
     ("depth 37x91", _teach_case(_image("data/frame-000003.depth.png", np.full((91, 37), 1500, np.uint16)))),
     ("depth PNG header 50000x50000",
