@@ -69,10 +69,20 @@ def forward_ms(model, arch_name: str, arch_config, repeats: int = 10) -> tuple[f
     return 1000 * float(np.median(t)), 1000 * float(np.median(raw))
 
 
+def train_config(name: str, minutes: float, workdir: Path, input_size: tuple[int, int] = (320, 240),
+                 device: str = "cpu", batch_size: int = 8, progress: bool = True) -> TrainConfig:
+    """The benchmark's training settings for one student: a wall-clock budget, no early stopping.
+
+    Shared with bench/gpu_students.py so that both benchmarks train the paper's students the same way
+    (AMP is TrainConfig's default and only acts on CUDA).
+    """
+    return TrainConfig(student=name, input_size=input_size, epochs=10_000, batch_size=batch_size,
+                       lr=1e-3 if name != "vit" else 5e-4, max_minutes=minutes, patience=0, seed=0, device=device,
+                       progress=progress, log_dir=workdir / f"{name}_logs")
+
+
 def run_student(name: str, scene, store: LabelStore, minutes: float, workdir: Path) -> dict:
-    cfg = TrainConfig(student=name, input_size=(320, 240), epochs=10_000, batch_size=8, lr=1e-3 if name != "vit" else 5e-4,
-                      max_minutes=minutes, patience=0, seed=0, device="cpu", progress=True,
-                      log_dir=workdir / f"{name}_logs")
+    cfg = train_config(name, minutes, workdir)
     out = workdir / f"{name}.kd3d"
     t0 = time.perf_counter()
     result = train_student(scene, store, cfg, out)
