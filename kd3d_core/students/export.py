@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -37,7 +38,10 @@ def export_onnx(model_path: Path | str, onnx_path: Path | str, opset: int = 17, 
     axes = {"image": {0: "batch"}, "points": {0: "batch"}, "conf": {0: "batch"}} if dynamic_batch else None
     try:
         buffer = io.BytesIO()  # in memory first: native writers may abort on a full disk (see export_torchscript)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # Strided slices (the stride-8 cell grid) cannot be constant-folded; the exporter says so three times
+            # per export although the graph is correct (checked against PyTorch in test_fast_mapping).
+            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
             torch.onnx.export(module, (example,), buffer, input_names=["image"],
                               output_names=["points", "conf"], dynamic_axes=axes, opset_version=opset,
                               dynamo=False)

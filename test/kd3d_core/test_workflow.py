@@ -201,3 +201,13 @@ def test_predict_accepts_a_read_only_image_without_warning(model):
         warnings.simplefilter("error")
         prediction = net.predict(rgb)
     assert prediction.points_hw3.shape[:2] == prediction.conf_hw.shape
+
+
+def test_onnx_export_is_quiet_and_refuses_to_overwrite(model, tmp_path, recwarn, capsys):
+    _, path = model
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(path), "--onnx", str(out), "--threads", "1"]) == 0
+    assert out.is_file()
+    assert not [w for w in recwarn if "Constant folding" in str(w.message)]
+    assert main(["export", str(path), "--onnx", str(out)]) == 1
+    assert "already exists (pass --overwrite" in capsys.readouterr().err
