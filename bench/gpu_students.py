@@ -84,7 +84,7 @@ class GpuBenchConfig:
     progress: bool = True
 
 
-QUICK = dict(preset="tiny", mapping_frames=20, query_frames=4, size_wh=(128, 96), minutes_per_student=0.04,
+QUICK = dict(preset="tiny", mapping_frames=20, query_frames=4, size_wh=(128, 96), minutes_per_student=0.02,
              batch_size=8, speed_frames=2, repeats=1)
 
 
@@ -237,6 +237,13 @@ def _finite(value):
     return value
 
 
+def _room_time(room: dict) -> str:
+    if room["cached"]:
+        return "room and labels reused from the work folder"
+    parts = [f"{k} {room[k + '_s']:.0f} s" for k in ("render", "label") if room[k + "_s"] is not None]
+    return ", ".join(parts)
+
+
 def _cm(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
@@ -249,12 +256,13 @@ def markdown(doc: dict) -> str:
     """The report as Markdown: one summary row per student, then the per-variant relocalization rows."""
     m, room, cfg = doc["machine"], doc["room"], doc["config"]
     variants = cfg["variants"]
-    lines = [f"# The paper's students on {m['gpu'] or 'CPU'}" + (" (quick smoke configuration)" if doc["quick"] else ""),
+    quick = " (quick smoke configuration)" if doc["quick"] else ""
+    lines = [f"# The paper's students on {m['gpu'] or 'CPU'}{quick}",
              "", f"`{doc['command']}` — {doc['created']}, {doc['seconds']:.0f} s in all; {m['cpu']} "
              f"({m['cpu_count']} cores), torch {m['torch']}, device {m['device']}.", "",
              f"Room `{room['preset']}` {room['size'][0]}x{room['size'][1]}, {room['mapping_frames']} mapping / "
              f"{room['query_frames']} query frames, depth-teacher labels; {cfg['minutes_per_student']:g} min of "
-             f"training per student, batch {cfg['batch_size']}.", "",
+             f"training per student, batch {cfg['batch_size']}; " + _room_time(room) + ".", "",
              "| student | params M | file MB | train s (epochs) | held-out L2 mean / median cm | query L2 mean / "
              "median cm | 5cm/5° | 2cm/2° | median t cm / R ° | " + " | ".join(f"{v} 5cm/5°" for v in variants)
              + " | Hz at 640x480 (with decode) |", "|---" * (10 + len(variants)) + "|"]

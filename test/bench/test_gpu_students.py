@@ -31,7 +31,7 @@ def quick_run(gpu_students, tmp_path_factory, one_torch_thread):
     """One quick CPU run (about 30 s on a loaded 2-core machine), shared by the checks below."""
     out = tmp_path_factory.mktemp("gpu_students")
     rc = gpu_students.main(["--quick", "--device", "cpu", "--threads", "1", "--quiet", "--workdir", str(out / "work"),
-                            "--frames", "16", "3", "--json", str(out / "r.json"), "--markdown", str(out / "r.md")])
+                            "--frames", "16", "2", "--json", str(out / "r.json"), "--markdown", str(out / "r.md")])
     return rc, json.loads((out / "r.json").read_text()), (out / "r.md").read_text(), out
 
 
@@ -44,7 +44,7 @@ def test_quick_run_succeeds_and_describes_itself(quick_run):
     assert rc == 0
     assert doc["format"] == "kd3d-gpu-students" and doc["version"] == 1 and doc["quick"] is True
     assert doc["machine"]["device"] == "cpu" and doc["config"]["device"] == "cpu"
-    assert doc["room"]["mapping_frames"] == 16 and doc["room"]["query_frames"] == 3
+    assert doc["room"]["mapping_frames"] == 16 and doc["room"]["query_frames"] == 2
     assert doc["config"]["students"] == STUDENTS and doc["config"]["variants"] == VARIANTS[1:]
     assert 0 < doc["seconds"] < 600
     assert sorted(p.name for p in out.iterdir()) == ["r.json", "r.md", "work"], "no temporaries are left"
@@ -64,7 +64,7 @@ def test_every_student_has_its_metrics_in_range(quick_run):
             assert math.isfinite(r[key]) and 0 < r[key] < 50, key
         assert list(r["localization"]) == VARIANTS
         for summary in r["localization"].values():
-            assert summary["frames"] == 3 and 0 <= summary["localized"] <= 3
+            assert summary["frames"] == 2 and 0 <= summary["localized"] <= 2
             assert all(_fraction(summary[k]) for k in ("recall_2cm_2deg", "recall_5cm_5deg", "recall_10cm_10deg"))
             assert summary["recall_2cm_2deg"] <= summary["recall_5cm_5deg"] <= summary["recall_10cm_10deg"]
         s = r["speed"]
