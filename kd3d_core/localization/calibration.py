@@ -30,7 +30,8 @@ def expected_coverage(bound: float) -> float:
     return float(chi2.cdf(bound, 3))
 
 
-def pose_nees(world_T_cam: np.ndarray, covariance_6x6: np.ndarray, truth_world_T_cam: np.ndarray) -> tuple[float, float]:
+def pose_nees(world_T_cam: np.ndarray, covariance_6x6: np.ndarray,
+              truth_world_T_cam: np.ndarray) -> tuple[float, float]:
     """(position NEES, rotation NEES) of one estimate against the true pose; inf when a block is singular."""
     e_t = np.asarray(world_T_cam[:3, 3], np.float64) - truth_world_T_cam[:3, 3]
     e_r = Rotation.from_matrix(world_T_cam[:3, :3] @ truth_world_T_cam[:3, :3].T).as_rotvec()
