@@ -16,7 +16,8 @@ from kd3d_core.localization.relocalizer import Relocalizer
 from kd3d_core.localization.result import FailureReason, ImageStats, InlierStats, PoseEstimate, StageTimings
 
 __all__ = [
-    "FailureReason", "ImageStats", "InlierStats", "OracleDepthPredictor", "OracleNoise", "OracleScenePredictor", "PnpSolver", "PointCloud",
+    "FailureReason", "ImageStats", "InlierStats", "OracleDepthPredictor", "OracleNoise", "OracleScenePredictor",
+    "PnpSolver", "PointCloud",
     "PoseEstimate", "RansacMethod", "RefineMethod", "Relocalizer", "RelocalizerConfig", "StageTimings",
     "image_digest", "predicted_cloud", "predictor_for_frame",
 ]
