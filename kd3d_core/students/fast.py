@@ -76,6 +76,10 @@ class FastConfig:
         knn_dim: dimension the KNN head projects features to (PCA of the standardised mapping features).
         knn_lists: inverted-file lists (k-means clusters of the keys) of the KNN head.
         knn_probe: lists searched per cell; 0 = exhaustive search (exact, slower, traceable for export).
+        knn_pq: 0 stores keys as int8 per dimension (knn_dim bytes a cell); m > 0 stores them product-quantised:
+            m one-byte codes a cell, each the nearest of 256 centroids of a knn_dim / m slice.
+        input_norm: what the encoder does to the image first (see InputNorm).
+        lcn_window, lcn_eps: window (pixels of the network input) and variance floor of LCN.
     """
 
     stem_channels: tuple[int, ...] = (32, 64, 128)
@@ -89,6 +93,7 @@ class FastConfig:
     knn_dim: int = 64
     knn_lists: int = 512
     knn_probe: int = 8
+    knn_pq: int = 0
     input_norm: InputNorm = InputNorm.LCN
     lcn_window: int = 15
     lcn_eps: float = 0.1
@@ -100,6 +105,8 @@ class FastConfig:
                     object.__setattr__(self, name, kind(getattr(self, name)))
                 except ValueError as err:
                     raise ConfigError(f"fast {name} must be one of {[k.value for k in kind]}") from err
+        if self.knn_pq < 0 or (self.knn_pq and self.knn_dim % self.knn_pq):
+            raise ConfigError(f"fast knn_pq must be 0 (int8 keys) or divide knn_dim ({self.knn_dim}), got {self.knn_pq}")
         if self.lcn_window < 3 or self.lcn_window % 2 == 0 or not self.lcn_eps > 0:
             raise ConfigError(f"fast lcn_window must be odd and >= 3 and lcn_eps > 0, got {self.lcn_window}, "
                               f"{self.lcn_eps}")
@@ -248,8 +255,12 @@ class KnnHead(nn.Module):
         self.probe = config.knn_probe
         self.register_buffer("proj", torch.zeros(config.feature_dim, config.knn_dim))
         self.register_buffer("shift", torch.zeros(config.knn_dim))
-        self.register_buffer("keys", torch.zeros(config.knn_size, config.knn_dim, dtype=torch.int8))
-        self.register_buffer("key_scale", torch.ones(config.knn_dim))
+        if config.knn_pq:
+            self.register_buffer("keys", torch.zeros(config.knn_size, config.knn_pq, dtype=torch.uint8))
+            self.register_buffer("codebooks", torch.zeros(config.knn_pq, 256, config.knn_dim // config.knn_pq))
+        else:
+            self.register_buffer("keys", torch.zeros(config.knn_size, config.knn_dim, dtype=torch.int8))
+            self.register_buffer("key_scale", torch.ones(config.knn_dim))
         self.register_buffer("points", torch.zeros(config.knn_size, 3, dtype=torch.int16))
         self.register_buffer("point_scale", torch.ones(3))
         self.register_buffer("point_offset", torch.zeros(3))
@@ -258,11 +269,16 @@ class KnnHead(nn.Module):
         self._cache: dict[str, tuple[tuple, torch.Tensor]] = {}
 
     @torch.no_grad()
-    def store(self, keys_Nd: torch.Tensor, points_N3: torch.Tensor) -> None:
+    def store(self, keys_Nd: torch.Tensor, points_N3: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Quantise and store unit keys and their scene coordinates (rows already in inverted-file order)."""
-        scale = keys_Nd.abs().amax(dim=0).clamp(min=1e-8) / 127.0
-        self.keys.copy_(torch.round(keys_Nd / scale).clamp(-127, 127).to(torch.int8))
-        self.key_scale.copy_(scale)
+        if hasattr(self, "codebooks"):
+            books, codes = product_quantise(keys_Nd, self.codebooks.shape[0], generator)
+            self.codebooks.copy_(books)
+            self.keys.copy_(codes)
+        else:
+            scale = keys_Nd.abs().amax(dim=0).clamp(min=1e-8) / 127.0
+            self.keys.copy_(torch.round(keys_Nd / scale).clamp(-127, 127).to(torch.int8))
+            self.key_scale.copy_(scale)
         lo, hi = points_N3.amin(dim=0), points_N3.amax(dim=0)
         p_scale = (hi - lo).clamp(min=1e-6) / 65534.0
         self.points.copy_((torch.round((points_N3 - lo) / p_scale) - 32767).clamp(-32767, 32767).to(torch.int16))
@@ -273,17 +289,23 @@ class KnnHead(nn.Module):
     def _expanded(self, name: str) -> torch.Tensor:
         """float32 keys or points, expanded once per change of the stored buffers (export: in the graph)."""
         raw = getattr(self, name)
-        scale, offset = (self.key_scale, None) if name == "keys" else (self.point_scale, self.point_offset)
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            out = raw.float() * scale
-            return out if offset is None else out + offset
-        stamp = (raw.data_ptr(), raw._version, scale._version, raw.device, raw.shape)
+            return self._decode(name)
+        stamp = (raw.data_ptr(), raw._version, raw.device, raw.shape)
         cached = self._cache.get(name)
         if cached is None or cached[0] != stamp:
-            out = raw.float() * scale
-            cached = (stamp, out if offset is None else out + offset)
+            cached = (stamp, self._decode(name))
             self._cache[name] = cached
         return cached[1]
+
+    def _decode(self, name: str) -> torch.Tensor:
+        if name == "points":
+            return self.points.float() * self.point_scale + self.point_offset
+        if not hasattr(self, "codebooks"):
+            return self.keys.float() * self.key_scale
+        m = self.codebooks.shape[0]
+        parts = self.codebooks[torch.arange(m, device=self.keys.device)[None, :], self.keys.long()]  # (N, m, d/m)
+        return F.normalize(parts.reshape(self.keys.shape[0], -1), dim=-1)
 
     def _float_keys(self) -> torch.Tensor:
         return self._expanded("keys")
@@ -356,6 +378,30 @@ def _best_of_probes(sim_P: torch.Tensor, idx_P: torch.Tensor, order: torch.Tenso
         best_sim = torch.where(better, sim_NP[:, j], best_sim)
         best_idx = torch.where(better, idx_NP[:, j], best_idx)
     return best_sim, best_idx
+
+
+@torch.no_grad()
+def product_quantise(keys_Nd: torch.Tensor, m: int, generator: torch.Generator | None = None,
+                     iterations: int = 10, sample: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
+    """Product quantisation: codebooks (m, 256, d/m) by k-means per slice, and one uint8 code per slice and row."""
+    n, d = keys_Nd.shape
+    sub = keys_Nd.reshape(n, m, d // m)
+    rows = torch.randperm(n, generator=generator)[:sample]
+    books = torch.empty(m, 256, d // m)
+    codes = torch.empty(n, m, dtype=torch.uint8)
+    for j in range(m):
+        x = sub[rows, j].float()
+        c = x[torch.randint(0, len(x), (256,), generator=generator)].clone()
+        for _ in range(iterations):
+            assign = torch.cdist(x, c).argmin(dim=1)
+            sums = torch.zeros_like(c).index_add_(0, assign, x)
+            counts = torch.bincount(assign, minlength=256)
+            filled = counts > 0
+            c[filled] = sums[filled] / counts[filled, None]
+        books[j] = c
+        codes[:, j] = torch.cat([torch.cdist(sub[a:a + 65_536, j].float(), c).argmin(dim=1)
+                                 for a in range(0, n, 65_536)]).to(torch.uint8)
+    return books, codes
 
 
 class FastStudent(nn.Module):

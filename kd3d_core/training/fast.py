@@ -269,7 +269,7 @@ def build_knn_head(config: FastConfig, buf: FeatureBuffer, generator: torch.Gene
                                                     dim=-1) for a in range(0, n, chunk)])
     centroids, assign = spherical_kmeans(keys, config.knn_lists, generator, progress=progress)
     order = torch.argsort(assign)
-    head.store(keys[order], buf.points_N3[order])
+    head.store(keys[order], buf.points_N3[order], generator)
     head.centroids.copy_(centroids)
     head.offsets.copy_(torch.cat([torch.zeros(1, dtype=torch.long),
                                   torch.bincount(assign, minlength=config.knn_lists).cumsum(0)]))

@@ -185,6 +185,22 @@ def _encode_batch(encoder: torch.nn.Module, batch: list[MappingView], idx: np.nd
     return torch.cat(out_f), np.concatenate(out_p), np.concatenate(out_v), np.concatenate(out_px)
 
 
+def balanced_choice(points_N3: np.ndarray, size: int, rng: np.random.Generator, voxel_m: float = 0.03) -> np.ndarray:
+    """`size` row indices (sorted) spread evenly over the scene: one random cell of every occupied voxel first, then
+    a second one of every voxel, and so on. A uniform random subset keeps the surfaces every view sees (floor,
+    nearby walls) many times over and thins out the rarely seen ones; this keeps every seen surface."""
+    order = rng.permutation(len(points_N3))
+    vox = np.floor(points_N3[order] / voxel_m).astype(np.int64)
+    _, voxel_id = np.unique(vox, axis=0, return_inverse=True)
+    voxel_id = voxel_id.reshape(-1)
+    by_voxel = np.argsort(voxel_id, kind="stable")
+    starts = np.searchsorted(voxel_id[by_voxel], voxel_id[by_voxel])
+    rank = np.empty(len(order), np.int64)
+    rank[by_voxel] = np.arange(len(order)) - starts  # 0 for a voxel's first (random) cell, 1 for its second...
+    chosen = order[np.argsort(rank, kind="stable")[:size]]
+    return np.sort(chosen)
+
+
 def _assemble(rows: list[tuple], views: list[MappingView], size: int, rng: np.random.Generator,
               passes: int) -> FeatureBuffer:
     features = torch.cat([r[0] for r in rows])
@@ -194,7 +210,7 @@ def _assemble(rows: list[tuple], views: list[MappingView], size: int, rng: np.ra
     if len(points) == 0:
         raise Kd3dError("the labels cover no output cell of any mapping view")
     if len(points) > size:
-        keep = np.sort(rng.choice(len(points), size, replace=False))
+        keep = balanced_choice(points, size, rng)
         features, points, view_ids, px = features[torch.from_numpy(keep)], points[keep], view_ids[keep], px[keep]
     mean = points.mean(axis=0)
     return FeatureBuffer(

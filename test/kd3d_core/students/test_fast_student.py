@@ -125,3 +125,30 @@ def test_model_file_round_trip_predicts_the_same(tmp_path):
         ref, _ = net(((x.permute(2, 0, 1) / 255 - mean) / std)[None])
     expect = ref[0].permute(1, 2, 0).numpy() + np.array([1.0, 2.0, 0.5])
     np.testing.assert_allclose(pred.points_hw3, expect, atol=1e-4)
+
+
+@pytest.mark.parametrize("pq", [0, 4])
+def test_knn_memory_is_stored_compactly_and_decodes_close_to_what_was_stored(pq):
+    from kd3d_core.students.fast import KnnHead
+
+    cfg = FastConfig(feature_dim=16, knn_dim=16, knn_size=3000, knn_lists=4, knn_probe=0, knn_pq=pq)
+    head = KnnHead(cfg)
+    gen = torch.Generator().manual_seed(0)
+    basis = torch.randn(16, 16, generator=gen) * torch.linspace(2, 0.1, 16)  # PCA-like decaying spectrum
+    keys = torch.nn.functional.normalize(torch.randn(3000, 16, generator=gen) @ basis, dim=-1)
+    points = torch.rand(3000, 3, generator=gen) * torch.tensor([6.0, 5.0, 2.8]) - 3
+    head.store(keys, points, gen)
+    assert head.keys.dtype == (torch.uint8 if pq else torch.int8)
+    assert head.keys.shape == ((3000, pq) if pq else (3000, 16)) and head.points.dtype == torch.int16
+    assert float((head._expanded("points") - points).abs().max()) < 1e-4  # 0.1 mm steps over 6 m
+    cosine = (head._float_keys() * keys).sum(-1)
+    assert float(cosine.mean()) > (0.99 if pq == 0 else 0.9)
+    # Looking the stored keys up finds (almost always) their own points again.
+    head.proj.copy_(torch.eye(16))
+    found, _ = head.lookup(keys[:300])
+    assert float(((found - points[:300]).norm(dim=-1) < 1e-3).float().mean()) > (0.99 if pq == 0 else 0.8)
+
+
+def test_pq_must_divide_the_key_dimension():
+    with pytest.raises(ConfigError, match="knn_pq"):
+        FastConfig(knn_dim=64, knn_pq=7)

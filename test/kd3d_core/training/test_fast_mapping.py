@@ -226,3 +226,17 @@ def test_knn_model_exports_to_onnx_with_matching_outputs(tiny_scene, tmp_path):
     close = np.isclose(onnx_points, points.numpy(), atol=1e-4).all(axis=1)
     assert close.mean() > 0.95  # an exact tie may pick another stored cell
     np.testing.assert_allclose(onnx_conf, conf.numpy(), atol=1e-3)
+
+
+def test_balanced_choice_keeps_every_seen_surface_before_thickening_any():
+    from kd3d_core.training.fast_buffer import balanced_choice
+
+    rng = np.random.default_rng(0)
+    dense = np.full((5000, 3), 0.011)  # one voxel seen by every view
+    sparse = rng.uniform(1.0, 3.0, (200, 3))  # 200 places seen once
+    points = np.concatenate([dense, sparse])
+    keep = balanced_choice(points, 300, np.random.default_rng(1))
+    assert len(keep) == 300 and len(np.unique(keep)) == 300 and np.all(np.diff(keep) > 0)
+    assert np.all(np.isin(np.arange(5000, 5200), keep))  # every rarely seen place survives
+    uniform = np.random.default_rng(1).choice(len(points), 300, replace=False)
+    assert np.isin(np.arange(5000, 5200), uniform).sum() < 50  # a uniform subset would lose most of them
