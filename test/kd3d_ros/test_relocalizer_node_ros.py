@@ -208,11 +208,11 @@ def test_slow_model_drops_frames_instead_of_queueing(graph_factory, oracle_reloc
     graph = graph_factory(slow, max_rate=0.0)
     graph.send_camera_info(_info(query_frames[0]))
     sent = []
-    for frame in query_frames * 2:
-        graph.image_pub.publish(_image(frame))
-        sent.append(frame.stamp_ns)
+    for i, frame in enumerate(query_frames * 2):  # distinct stamps: the first pass's last frame is not the newest
+        graph.image_pub.publish(_image(frame._replace(stamp_ns=frame.stamp_ns + i * 10**9)))
+        sent.append(frame.stamp_ns + i * 10**9)
         time.sleep(0.05)
-    last = query_frames[-1].stamp_ns
+    last = sent[-1]
     graph.wait(lambda: last in graph.stamps("pose"), what="the newest frame")
     processed = graph.node.io.stats.processed
     assert processed < len(sent) / 2  # most frames were replaced while the model was busy, none queued
@@ -337,9 +337,13 @@ def test_lifecycle_node_loads_on_configure_and_subscribes_on_activate(context, o
         assert probe.count_subscribers(IMAGE_TOPIC) == 0 and not node.io.worker_alive  # inactive: not listening
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         frame = query_frames[0]
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
+        while image_pub.get_subscription_count() == 0 or info_pub.get_subscription_count() == 0:
+            assert time.monotonic() < deadline, "the activated lifecycle node does not subscribe"
+            time.sleep(0.05)
         while not poses:
-            assert time.monotonic() < deadline, "no pose from the activated lifecycle node"
+            assert time.monotonic() < deadline, f"no pose from the activated node: {node.io.stats.report()}"
+            frame = frame._replace(stamp_ns=frame.stamp_ns + 200_000_000)  # a camera never repeats a stamp
             info_pub.publish(_info(frame))
             image_pub.publish(_image(frame))
             time.sleep(0.2)
