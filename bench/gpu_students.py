@@ -166,7 +166,7 @@ def localization(relocalizer, queries: list, variants: tuple[str, ...], seed: in
     return out
 
 
-def bench_student(cfg: GpuBenchConfig, name: str, scene: Scene, store, fast_frames: list) -> dict:
+def bench_student(cfg: GpuBenchConfig, name: str, scene: Scene, store, frames640: list) -> dict:
     """Train one student, then its L2 errors, relocalization recall (clean and variants), speed and size."""
     from kd3d_core.localization import Relocalizer
     from kd3d_core.students.scene_model import load_scene_model
@@ -186,15 +186,15 @@ def bench_student(cfg: GpuBenchConfig, name: str, scene: Scene, store, fast_fram
     relocalizer = Relocalizer(model)
     t = result.meta.training
     row = {"student": name, "error": None,
-            "params_m": round(sum(p.numel() for p in model.module.parameters()) / 1e6, 3),
-            "size_mb": round(out.stat().st_size / 1e6, 3),
-            "train": {k: t.get(k) for k in ("seconds", "epochs", "steps", "stop_reason", "best_epoch", "batch_size",
-                                            "frames_train", "frames_val", "device")}
-            | {"wall_s": round(train_wall, 1), "amp": tcfg.amp and model.device.type == "cuda"},
-            "heldout_mean_m": t.get("val_mean_m"), "heldout_median_m": t.get("val_median_m"),
-            "query_l2_mean_m": q_mean, "query_l2_median_m": q_median,
-            "localization": localization(relocalizer, scene.split(Split.QUERY), cfg.variants, cfg.seed),
-            "speed": time_relocalization(relocalizer, fast_frames, cfg.repeats)}
+           "params_m": round(sum(p.numel() for p in model.module.parameters()) / 1e6, 3),
+           "size_mb": round(out.stat().st_size / 1e6, 3),
+           "train": {k: t.get(k) for k in ("seconds", "epochs", "steps", "stop_reason", "best_epoch", "batch_size",
+                                           "frames_train", "frames_val", "device")}
+           | {"wall_s": round(train_wall, 1), "amp": tcfg.amp and model.device.type == "cuda"},
+           "heldout_mean_m": t.get("val_mean_m"), "heldout_median_m": t.get("val_median_m"),
+           "query_l2_mean_m": q_mean, "query_l2_median_m": q_median,
+           "localization": localization(relocalizer, scene.split(Split.QUERY), cfg.variants, cfg.seed),
+           "speed": time_relocalization(relocalizer, frames640, cfg.repeats)}
     row["seconds"] = round(time.perf_counter() - t_start, 1)
     return row
 
@@ -215,6 +215,10 @@ def run(cfg: GpuBenchConfig, command: str = "") -> dict:
         except Exception as err:  # noqa: BLE001 - e.g. CUDA out of memory for one student: keep the others
             traceback.print_exc(file=sys.stderr)
             rows.append({"student": name, "error": f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"})
+        if cfg.device.startswith("cuda"):  # the next student starts from a clean allocator
+            import torch
+
+            torch.cuda.empty_cache()
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     return _finite({"format": "kd3d-gpu-students", "version": 1,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
