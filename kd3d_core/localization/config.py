@@ -72,13 +72,15 @@ class RelocalizerConfig:
         max_position_std_m: a pose whose 1-sigma position uncertainty (largest axis, after inflation) is larger
             is not a fix.
         covariance_inflation: factor on the covariance; dense predictions are correlated, so the textbook
-            sigma^2 (J^T J)^-1 is optimistic: with 1.0 the fast student's NEES averaged 42 (position) and 34
-            (rotation) where an honest 3-DoF covariance gives 3, and only 20 % of frames fell inside the chi^2(3)
-            95 % ellipsoid. 18 puts 95 % (position) and 97 % (rotation) of frames inside it (mean NEES 2.3 and
-            1.9), measured on 320 query frames of six synthetic rooms (tiny, bedroom, kitchen, office, living,
-            lab; 100 mapping frames, fast student, 320x240 queries, two rooms also at 640x480); bootstrap 90 %
-            interval of the needed factor 15-22. Rerun with `kd3d bench --only covariance` after model changes
-            (kd3d_core.localization.calibration).
+            sigma^2 (J^T J)^-1 is optimistic. Measured with `kd3d bench --only covariance`'s method on 317-320
+            query frames of six synthetic rooms (tiny, bedroom, kitchen, office, living, lab; 100 mapping
+            frames; 320x240 queries, office and kitchen also at 640x480): with the fast student of commit
+            2948ea6 (local contrast normalised input) the textbook covariance gave mean NEES 9.9 (position) and
+            9.7 (rotation) where an honest 3-DoF covariance gives 3, 58 % of frames inside the chi^2(3) 95 %
+            ellipsoid; 4 puts 96.5 % / 96.8 % inside (mean NEES 2.5 / 2.4; bootstrap 90 % interval of the
+            needed factor 3.2-4.5). The earlier fast student (commit 70b70ae, unnormalised input) needed 18
+            (textbook: mean NEES 42 / 34, 20 % inside). The factor depends on the model: rerun the bench
+            section after changing the student (kd3d_core.localization.calibration).
         min_image_side_px: smaller images are refused.
         max_aspect_mismatch: refuse images whose aspect ratio differs from the model's input by more than this
             factor (the network would see them stretched); 0 disables.
@@ -115,7 +117,7 @@ class RelocalizerConfig:
     min_inlier_coverage: float = 0.25
     min_inlier_confidence: float = 0.5
     max_position_std_m: float = 1.0
-    covariance_inflation: float = 18.0
+    covariance_inflation: float = 4.0
     min_image_side_px: int = 32
     max_aspect_mismatch: float = 1.5
     max_principal_offset: float = 0.25
