@@ -116,9 +116,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "0 = kd3d's calibrated default (RelocalizerConfig.covariance_inflation).", min_value=0.0,
               max_value=1e6),
     ParamSpec("threads", 1,
-              "Torch CPU threads for the model, set once at start-up (0 = torch's default, one per core). One "
-              "thread is fastest on a busy robot CPU: parallel regions wait for threads other processes preempt.",
-              min_value=0, max_value=256),
+              "Torch CPU threads for the model, set once at start-up (0 = kd3d's policy: OMP_NUM_THREADS, else half "
+              "the cores). One thread is fastest on a busy robot CPU: parallel regions wait for threads other "
+              "processes preempt (README 'Threads').", min_value=0, max_value=256),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min_value=0.05,
               max_value=60.0),
 )

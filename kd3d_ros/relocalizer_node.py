@@ -108,12 +108,10 @@ def relocalizer_config(config: NodeConfig) -> RelocalizerConfig:
 
 def load_relocalizer(config: NodeConfig) -> Relocalizer:
     """Set torch's thread count (`threads`), load the model once (CUDA when asked or available), wrap it."""
-    import torch
-
     from kd3d_core.students.scene_model import load_scene_model
+    from kd3d_core.threads import apply_threads
 
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
+    apply_threads(config.threads or None)
     try:
         model = load_scene_model(config.model_path, config.device.value)
     except (RuntimeError, AssertionError, OSError) as err:  # e.g. device "cuda" on a machine without CUDA

@@ -257,7 +257,7 @@ def test_node_module_only_converts_and_publishes():
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.MatMult)]
     core = _kd3d_core_names([NODE])
     assert core <= {"ConfigError", "Kd3dError", "Relocalizer", "RelocalizerConfig", "ModuleFactory",
-                    "transform_to_matrix", "load_scene_model", "topics"}, core
+                    "transform_to_matrix", "load_scene_model", "topics", "apply_threads"}, core
     assert "cv_bridge" not in NODE.read_text()
 
 

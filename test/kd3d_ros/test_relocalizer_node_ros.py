@@ -301,7 +301,12 @@ def test_node_loads_a_real_model_file(graph_factory, tmp_path, query_frames):
     net = get_architecture("vit").build(cfg, (64, 48))
     path = tmp_path / "room.kd3d"
     save_scene_model(path, net, ModelMeta("vit", config_to_dict(cfg), (64, 48), 8, (0.0, 0.0, 1.0), 1.0, "map"))
-    graph = graph_factory(None, model_path=str(path), device="cpu")
+    before = torch.get_num_threads()
+    try:
+        graph = graph_factory(None, model_path=str(path), device="cpu", threads=2)
+        assert torch.get_num_threads() == 2  # the `threads` parameter, applied once at start-up
+    finally:
+        torch.set_num_threads(before)
     assert graph.node.relocalizer.world_frame == "map"
     graph.send_camera_info(_info(query_frames[0]))
     deadline = time.monotonic() + 15
@@ -373,3 +378,14 @@ def test_lifecycle_configure_fails_cleanly_on_a_bad_model(context, tmp_path):
         assert node.io is None and node._state_machine.current_state[1] == "unconfigured"
     finally:
         node.destroy_node()
+
+
+def test_covariance_inflation_is_passed_to_the_library():
+    from kd3d_core.localization import RelocalizerConfig
+    from kd3d_ros.params import NodeConfig
+    from kd3d_ros.relocalizer_node import relocalizer_config
+
+    default = relocalizer_config(NodeConfig.from_values({"model_path": "m", "min_inliers": 40}))
+    assert default.covariance_inflation == RelocalizerConfig().covariance_inflation and default.min_inliers == 40
+    given = relocalizer_config(NodeConfig.from_values({"model_path": "m", "covariance_inflation": 2.5}))
+    assert given.covariance_inflation == 2.5
