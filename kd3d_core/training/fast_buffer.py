@@ -142,12 +142,18 @@ def cell_labels(view: MappingView, A_23: np.ndarray, cells_wh: tuple[int, int]) 
 def fill_buffer(encoder: torch.nn.Module, views: list[MappingView], size: int, aug: AugmentConfig,
                 rng: np.random.Generator, batch_views: int = 8, max_passes: int = 20,
                 progress: bool = True) -> FeatureBuffer:
-    """Encode augmented mapping views until `size` labelled cells are collected (or max_passes are done)."""
+    """Encode augmented mapping views until `size` labelled cells are collected (or max_passes are done).
+
+    Without augmentation every view is encoded once, whatever `size`; when that gives more than `size` cells,
+    `balanced_choice` keeps `size` of them spread over the whole scene (stopping early would drop whole views).
+    """
     if not views:
         raise Kd3dError("no mapping views with labels to train on")
     rows: list[tuple[np.ndarray, ...]] = []
     count, passes = 0, 0
-    bar = tqdm(total=size, desc="feature buffer", unit="cell", disable=not progress, unit_scale=True)
+    stop_at = size if aug.enabled else np.inf
+    bar = tqdm(total=size if aug.enabled else len(views), desc="feature buffer", disable=not progress,
+               unit="cell" if aug.enabled else "view", unit_scale=aug.enabled)
     while count < size and passes < (max_passes if aug.enabled else 1):
         passes += 1
         order = rng.permutation(len(views))
@@ -156,8 +162,8 @@ def fill_buffer(encoder: torch.nn.Module, views: list[MappingView], size: int, a
             got = _encode_batch(encoder, [views[i] for i in idx], idx, aug, rng)
             rows.append(got)
             count += len(got[1])
-            bar.update(len(got[1]))
-            if count >= size:
+            bar.update(len(got[1]) if aug.enabled else len(idx))
+            if count >= stop_at:
                 break
     bar.total = bar.n  # one pass over the views may hold fewer cells than `size`: end the bar at 100 %
     bar.refresh()

@@ -105,7 +105,7 @@ def save_fast(path: Path) -> Path:
     from kd3d_core.students.registry import config_to_dict
 
     cfg = FastConfig(stem_channels=(8, 8, 8), block_dilations=(1,), feature_dim=16, head_width=8, head_blocks=0,
-                     knn_size=64, knn_dim=8, knn_lists=4, knn_probe=2)
+                     knn_size=64, knn_dim=8, knn_lists=4, knn_probe=2, knn_pq=4)
     torch.manual_seed(0)
     net = FastStudent(cfg)
     head = net.head

@@ -12,7 +12,7 @@ from kd3d_core.students.registry import cell_centres, config_from_dict, config_t
 from kd3d_core.students.scene_model import load_scene_model
 
 SMALL = FastConfig(stem_channels=(8, 8, 16), block_dilations=(1, 2), feature_dim=16, head_width=16, head_blocks=1,
-                   head=HeadKind.MLP, knn_dim=8)
+                   head=HeadKind.MLP, knn_dim=8, knn_pq=0)
 
 
 def test_forward_contract_shapes_and_confidence_range():
@@ -25,7 +25,7 @@ def test_forward_contract_shapes_and_confidence_range():
 
 def test_receptive_field_is_centred_on_the_registry_cell_centre():
     """Cell (i, j) must look at pixel (8 j + 4, 8 i + 4), where the relocalizer puts its 2D point."""
-    enc = FastEncoder(FastConfig(stem_channels=(4, 4, 4), block_dilations=(), feature_dim=4, knn_dim=4,
+    enc = FastEncoder(FastConfig(stem_channels=(4, 4, 4), block_dilations=(), feature_dim=4, knn_dim=4, knn_pq=0,
                                  input_norm="none"))
     with torch.no_grad():
         for p in enc.parameters():
@@ -66,7 +66,7 @@ def test_the_encoder_sees_through_a_global_gain_only_with_lcn():
 
 @pytest.mark.parametrize("homogeneous", [True, False])
 def test_head_flat_and_map_forms_agree(homogeneous):
-    cfg = FastConfig(feature_dim=16, head_width=16, head_blocks=2, homogeneous=homogeneous, knn_dim=8)
+    cfg = FastConfig(feature_dim=16, head_width=16, head_blocks=2, homogeneous=homogeneous, knn_dim=8, knn_pq=0)
     head = FastHead(cfg)
     feats = torch.randn(1, 16, 3, 5)
     points, logits = head(feats)
@@ -76,7 +76,7 @@ def test_head_flat_and_map_forms_agree(homogeneous):
 
 
 def test_homogeneous_output_stays_within_scale_bounds():
-    head = FastHead(FastConfig(feature_dim=8, head_width=8, head_blocks=0, knn_dim=8))
+    head = FastHead(FastConfig(feature_dim=8, head_width=8, head_blocks=0, knn_dim=8, knn_pq=0))
     with torch.no_grad():
         head.out.weight.zero_()
         head.out.bias.copy_(torch.tensor([1.0, 0.0, 0.0, -100.0, 0.0]))  # w -> its minimum 1/MAX_SCALE
