@@ -22,7 +22,7 @@ SPEED_COLUMNS = [
     ("method", "method"), ("input", "network / features input"), ("decode_ms", "decode ms"),
     ("network_ms", "network ms"), ("pnp_ms", "PnP ms"), ("total_ms", "total ms"), ("fps", "frames/s"),
     ("localized", "localized"), ("recall_5cm_5deg", "5cm/5°"), ("dust3r_pair_over_total", "DUSt3R pair / total"),
-    ("busy_over_idle", "one core busy / idle"),
+    ("idle_total_ms", "idle total ms"), ("busy_over_idle", "one core busy / idle"),
 ]
 CONTENTION_TARGET = 1.5  # per-frame time with one core busy, as a multiple of idle (issue 11)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from kd3d_core.bench.config import FAMILIES
-from kd3d_core.commands import add_quiet_argument, add_threads_argument
+from kd3d_core.commands import add_overwrite_argument, add_quiet_argument, add_threads_argument, refuse_existing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", type=Path, default=Path("bench_work"),
                    help="rooms, labels, models and maps (default ./bench_work; rooms are reused across runs)")
     add_quiet_argument(p)
+    add_overwrite_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -74,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kd3d_core.threads import apply_threads
 
+    refuse_existing([args.json, args.markdown], args.overwrite)
     config = bench_config(args)
     apply_threads(args.threads)
     command = "kd3d bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "bench" else "kd3d bench"

@@ -106,10 +106,13 @@ def test_covariance_rows_per_room_and_pooled(report_files: tuple[dict, str]) -> 
 def test_speed_size_and_scaling_measure_real_work(report_files: tuple[dict, str]) -> None:
     sections = report_files[0]["sections"]
     speed = {r["method"]: r for r in sections["speed"]["rows"]}
-    assert set(speed) == {"cnn", "classical-orb"}
+    assert set(speed) == {"cnn", "classical-orb", "cnn, one core busy"}
     for row in speed.values():
         assert row["total_ms"]["median"] >= row["network_ms"]["median"] > 0
         assert row["decode_ms"]["n"] == 2  # 2 frames x 1 repeat
+    busy = speed["cnn, one core busy"]  # latency under contention: timed idle, then with a busy-looping process
+    assert busy["idle_total_ms"]["n"] == 2 and busy["busy_over_idle"] == pytest.approx(
+        busy["total_ms"]["median"] / busy["idle_total_ms"]["median"], abs=0.01)
     size = {r["method"]: r for r in sections["size"]["rows"]}
     assert size["DUSt3R 512-DPT"]["params"] == 571_171_208  # counted from the built 512-DPT architecture
     assert 1 < size["cnn"]["dust3r_params_over_params"] and size["cnn"]["file_mb"] > 1
