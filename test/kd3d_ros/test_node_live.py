@@ -194,7 +194,8 @@ def test_each_localized_frame_gives_one_cloud_pose_and_covariance_with_its_stamp
                            "frames_processed": _delta(after, before, "frames_processed"), "poses_out": len(poses),
                            **accuracy}
     assert len(poses) >= 10, FIGURES["raw_slow"]
-    assert accuracy["median_translation_cm"] < 10 and accuracy["median_rotation_deg"] < 5, accuracy
+    # A 128x96 room mapped from 24 views: a few cm (8 cm / 3.8 deg measured); a frame or axis mix-up is metres off.
+    assert accuracy["median_translation_cm"] < 15 and accuracy["median_rotation_deg"] < 8, accuracy
 
 
 @pytest.mark.parametrize("rate_hz", [10.0, 30.0])
