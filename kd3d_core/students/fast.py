@@ -168,11 +168,14 @@ class FastEncoder(nn.Module):
         # float16 values, as model files store the frozen encoder: what runs is exactly what is saved.
         for p in self.parameters():
             p.data.copy_(p.data.half().float())
+        # NHWC convolutions are ~30 % faster on CPUs (oneDNN); loading weights keeps this layout (copy_).
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, image_B3HW: torch.Tensor) -> torch.Tensor:
         """Features B x feature_dim x H/8 x W/8."""
         if self.lcn_window:
             image_B3HW = local_contrast_normalise(image_B3HW, self.lcn_window, self.lcn_eps)
+        image_B3HW = image_B3HW.contiguous(memory_format=torch.channels_last)
         x = F.relu(self.conv2(F.relu(self.conv1(image_B3HW))))
         x = F.relu(self.conv3(F.pad(x, (0, 2, 0, 2))))
         return self.out(F.relu(self.blocks(x)))

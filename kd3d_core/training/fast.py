@@ -278,17 +278,23 @@ def build_knn_head(config: FastConfig, buf: FeatureBuffer, generator: torch.Gene
 
 def spherical_kmeans(keys_Nd: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 8,
                      chunk: int = 65_536, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means on unit vectors by cosine similarity: centroids (k, d) and each key's list (N,)."""
+    """k-means on unit vectors by cosine similarity: centroids (k, d) and each key's list (N,).
+
+    The centroids are fitted on at most 128 keys per list (a random sample: the lists only need to split the
+    key space evenly, and fitting on all 300k keys took 8x longer), then every key is assigned once.
+    """
     n = keys_Nd.shape[0]
-    centroids = keys_Nd[torch.randperm(n, generator=generator)[:k]].clone()
+    perm = torch.randperm(n, generator=generator)
+    sample = keys_Nd[perm[:min(n, 128 * k)]]
+    centroids = sample[:k].clone()
     if centroids.shape[0] < k:  # fewer keys than lists: pad with copies (empty lists are harmless)
         centroids = centroids[torch.arange(k) % centroids.shape[0]]
-    assign = torch.zeros(n, dtype=torch.long)
     for _ in tqdm(range(iterations), desc="build kNN memory", unit="pass", disable=not progress):
-        assign = torch.cat([(keys_Nd[a:a + chunk] @ centroids.T).argmax(dim=1) for a in range(0, n, chunk)])
-        sums = torch.zeros_like(centroids).index_add_(0, assign, keys_Nd)
+        assign = torch.cat([(sample[a:a + chunk] @ centroids.T).argmax(dim=1) for a in range(0, len(sample), chunk)])
+        sums = torch.zeros_like(centroids).index_add_(0, assign, sample)
         filled = torch.bincount(assign, minlength=k) > 0
         centroids[filled] = torch.nn.functional.normalize(sums[filled], dim=-1)
+    assign = torch.cat([(keys_Nd[a:a + chunk] @ centroids.T).argmax(dim=1) for a in range(0, n, chunk)])
     return centroids, assign
 
 
