@@ -85,13 +85,7 @@ def run_speed(ctx: BenchContext) -> list[Table]:
         except Exception as err:  # noqa: BLE001 - one failing method must not lose the other results
             traceback.print_exc(file=sys.stderr)
             errors.append((method, err))
-    students = [r["method"] for r in rows if not r["method"].startswith("classical-")]
-    if students:
-        try:
-            rows.append(_contention_row(ctx, preset, students[0], frames))
-        except Exception as err:  # noqa: BLE001 - keep the other rows
-            traceback.print_exc(file=sys.stderr)
-            errors.append((f"{students[0]} under contention", err))
+    _add_contention_row(ctx, preset, frames, rows, errors)
     if dust3r is not None:
         rows.append({"method": "DUSt3R 512-DPT, one pair", "input": f"2 x {dust3r.size_wh[0]}x{dust3r.size_wh[1]} "
                      f"({dust3r.device})", "network_ms": dust3r.forward_ms.to_dict(), "total_ms": None})
@@ -150,6 +144,19 @@ def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def _add_contention_row(ctx: BenchContext, preset: str, frames: list[Frame], rows: list[dict],
+                        errors: list) -> None:
+    """Append the latency-under-contention row of the first student timed (a failure is recorded, not raised)."""
+    students = [r["method"] for r in rows if not r["method"].startswith("classical-")]
+    if not students:
+        return
+    try:
+        rows.append(_contention_row(ctx, preset, students[0], frames))
+    except Exception as err:  # noqa: BLE001 - keep the other rows
+        traceback.print_exc(file=sys.stderr)
+        errors.append((f"{students[0]} under contention", err))
 
 
 def _contention_row(ctx: BenchContext, preset: str, method: str, frames: list[Frame]) -> dict:
