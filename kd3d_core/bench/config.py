@@ -51,7 +51,8 @@ class BenchConfig:
             in the robustness family next to the classical baselines.
         teacher_rooms: presets of the teacher-quality family (depth teacher vs simulated DUSt3R).
         teacher_scales: error levels of the simulated DUSt3R (x the published figures).
-        teacher_net_size: simulated DUSt3R input size (512, or 224 for smoke runs).
+        teacher_net_size: simulated DUSt3R input size (512 or 224; students assume labels cover the whole image,
+            which 224's centre square does not, so keep 512 for relocalization figures).
         teacher_filters: also measure the label filters one by one (first teacher room, x1).
         quick: this is the CI smoke configuration (recorded in the report).
         progress: progress bars on stderr.
@@ -128,6 +129,6 @@ def quick_config(**overrides: object) -> BenchConfig:
                        scaling_sizes=((160, 120), (320, 240), (640, 480)), alignment_frames=(20, 40),
                        dust3r_wh=(64, 48), dust3r_repeats=1, robust_rooms=("tiny",),
                        robust_variants=("clean", "gain-0.5", "lights-dimmed", "roll-20"), robust_students=("fast",),
-                       teacher_rooms=("tiny",), teacher_scales=(1.0,), teacher_net_size=224,
+                       teacher_rooms=("tiny",), teacher_scales=(1.0,), teacher_net_size=512,
                        teacher_filters=False, quick=True)
     return replace(base, **overrides)
