@@ -1,6 +1,6 @@
 """The end-to-end demo on an embedded synthetic room: synth -> teach -> distil -> localize -> evaluate -> replay.
 
-Everything it writes goes under one folder (default ./kd3d_demo in the directory it is run from, about 300 MB);
+Everything it writes goes under one folder (default ./kd3d_demo in the directory it is run from, about 270 MB);
 the summary says where the model, reports, plots and bags are. An existing demo folder is replaced only with
 `overwrite` (the one overwrite rule of every kd3d output); a folder the demo did not make is never touched.
 Mapping runs at 320x240 (what the teacher labels and the student learns from); the query walk is rendered at

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Synthesise a room (mapping + query walks, with a rosbag), distil a student "
                                    "(depth teacher unless a DUSt3R checkpoint is given), relocalize the query "
                                    "frames at 640x480, evaluate, replay the query bag, and print a summary. "
-                                   "Writes about 300 MB under --out.")
+                                   "Writes about 270 MB under --out.")
     p.add_argument("--out", type=Path, default=Path("kd3d_demo"),
                    help="output folder (default ./kd3d_demo, in the directory you run it from)")
     p.add_argument("--preset", default="office", choices=sorted(PRESETS), help="room type")
