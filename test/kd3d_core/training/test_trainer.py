@@ -156,7 +156,7 @@ def test_distill_from_bag(tmp_path, capsys):
     assert (tmp_path / "room_scene" / "labels" / "depth").is_dir()
     # Labels are complete: a second run reuses them instead of teaching again.
     assert main(["distill", str(tmp_path / "room_scene"), "--out", str(out), "--student", "cnn", "--size", "64x48", "--epochs", "1",
-                 "--arch-opt", "channels=8,16,16"]) == 0
+                 "--arch-opt", "channels=8,16,16", "--overwrite"]) == 0, capsys.readouterr().err
     assert "reusing labels" in capsys.readouterr().err
 
 
