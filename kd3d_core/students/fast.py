@@ -82,6 +82,10 @@ class FastConfig:
             m one-byte codes a cell, each the nearest of 256 centroids of a knn_dim / m slice.
         input_norm: what the encoder does to the image first (see InputNorm).
         lcn_window, lcn_eps: window (pixels of the network input) and variance floor of LCN.
+        lcn_blur: smooth the image with a 5-tap binomial filter before LCN. LCN divides by the local contrast, so
+            in flat regions sensor noise and JPEG artefacts are what it amplifies; measured on the office room
+            (30 query frames at 320x240): Gaussian noise sigma 8 47 % -> 100 % within 5 cm / 5 deg, JPEG q25
+            87 % -> 100 %, gain x1.6 80 % -> 93 %, clean 2 cm / 2 deg 93 % -> 97 %.
     """
 
     stem_channels: tuple[int, ...] = (32, 64, 128)
@@ -99,6 +103,7 @@ class FastConfig:
     input_norm: InputNorm = InputNorm.LCN
     lcn_window: int = 15
     lcn_eps: float = 0.1
+    lcn_blur: bool = True
 
     def __post_init__(self) -> None:
         for name, kind in (("head", HeadKind), ("input_norm", InputNorm)):
@@ -146,6 +151,10 @@ class FastEncoder(nn.Module):
         super().__init__()
         self.lcn_window = config.lcn_window if config.input_norm is InputNorm.LCN else 0
         self.lcn_eps = config.lcn_eps
+        self.lcn_blur = config.lcn_blur and bool(self.lcn_window)
+        taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0  # fixed, not weights: kept out of the state dict
+        self.register_buffer("blur_x", taps.view(1, 1, 1, 5).repeat(3, 1, 1, 1), persistent=False)
+        self.register_buffer("blur_y", taps.view(1, 1, 5, 1).repeat(3, 1, 1, 1), persistent=False)
         c1, c2, c3 = config.stem_channels
         self.conv1 = nn.Conv2d(3, c1, 3, 2, 1)
         self.conv2 = nn.Conv2d(c1, c2, 3, 2, 1)
@@ -173,6 +182,8 @@ class FastEncoder(nn.Module):
 
     def forward(self, image_B3HW: torch.Tensor) -> torch.Tensor:
         """Features B x feature_dim x H/8 x W/8."""
+        if self.lcn_blur:
+            image_B3HW = _separable(image_B3HW, self.blur_x, self.blur_y)
         if self.lcn_window:
             image_B3HW = local_contrast_normalise(image_B3HW, self.lcn_window, self.lcn_eps)
         image_B3HW = image_B3HW.contiguous(memory_format=torch.channels_last)
@@ -189,6 +200,19 @@ def local_contrast_normalise(x_BCHW: torch.Tensor, window: int, eps: float) -> t
     mean, mean_sq = (box_sum(both, window) / box_sum(ones, window)).chunk(2, dim=1)
     var = (mean_sq - mean * mean).clamp(min=0.0)
     return (x_BCHW - mean) / torch.sqrt(var + eps * eps)
+
+
+def binomial_blur(x_BCHW: torch.Tensor) -> torch.Tensor:
+    """Separable 5-tap binomial smoothing (1 4 6 4 1) / 16 per channel, edges replicated (sigma ~1 pixel)."""
+    c = x_BCHW.shape[1]
+    taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=x_BCHW.dtype, device=x_BCHW.device) / 16.0
+    return _separable(x_BCHW, taps.view(1, 1, 1, 5).repeat(c, 1, 1, 1), taps.view(1, 1, 5, 1).repeat(c, 1, 1, 1))
+
+
+def _separable(x_BCHW: torch.Tensor, kx_C11K: torch.Tensor, ky_C1K1: torch.Tensor) -> torch.Tensor:
+    p = kx_C11K.shape[-1] // 2
+    x = F.conv2d(F.pad(x_BCHW, (p, p, 0, 0), mode="replicate"), kx_C11K, groups=x_BCHW.shape[1])
+    return F.conv2d(F.pad(x, (0, 0, p, p), mode="replicate"), ky_C1K1, groups=x_BCHW.shape[1])
 
 
 def box_sum(x_BCHW: torch.Tensor, window: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from kd3d_core.config_utils import check_device
 from kd3d_core.errors import ConfigError, Kd3dError, ModelError
 from kd3d_core.evaluation.seen import mapping_record
-from kd3d_core.geometry import invert_pose
+from kd3d_core.geometry import invert_pose, scale_intrinsics
 from kd3d_core.labels import LabelStore
 from kd3d_core.scene import Scene, Split, open_scene
 from kd3d_core.students.fast import FastConfig, FastEncoder, FastStudent, HeadKind, KnnHead
@@ -165,13 +165,14 @@ def load_mapping_views(scene: Scene, store: LabelStore, input_wh: tuple[int, int
     for frame in tqdm(frames, desc="load mapping views", unit="frame", disable=not progress):
         label = store.read(frame.name)
         rgb = frame.load_rgb()
+        K_image = scale_intrinsics(frame.K, input_wh[0] / rgb.shape[1], input_wh[1] / rgb.shape[0])
         if (rgb.shape[1], rgb.shape[0]) != input_wh:
             interp = cv2.INTER_AREA if rgb.shape[1] > input_wh[0] else cv2.INTER_LINEAR
             rgb = cv2.resize(rgb, input_wh, interpolation=interp)
         points = label.points_HW3.astype(np.float32)
         valid = (label.conf_HW > 0) & np.all(np.isfinite(points), axis=-1)
         views.append(MappingView(frame.name, rgb, points, valid, label.K.astype(np.float64),
-                                 invert_pose(label.world_T_cam.astype(np.float64))))
+                                 invert_pose(label.world_T_cam.astype(np.float64)), K_image))
     return views
 
 

@@ -32,6 +32,9 @@ class MappingView:
         valid_hw: where the label exists (confidence > 0 and finite points).
         K_label: intrinsics of the label grid.
         cam_T_world: 4x4 (inverse of the label's world_T_cam).
+        K_image: intrinsics of rgb_HW3; cells find their label pixel through K_label @ inv(K_image), which also
+            holds when the label grid is a crop (DUSt3R's centre crop). None: the label grid covers the whole
+            image (plain rescaling).
     """
 
     name: str
@@ -40,6 +43,7 @@ class MappingView:
     valid_hw: np.ndarray
     K_label: np.ndarray
     cam_T_world: np.ndarray
+    K_image: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -130,8 +134,13 @@ def cell_labels(view: MappingView, A_23: np.ndarray, cells_wh: tuple[int, int]) 
     lh, lw = view.valid_hw.shape
     A_inv = cv2.invertAffineTransform(A_23)
     uv = cell_pixels(cells_wh) @ A_inv[:, :2].T + A_inv[:, 2]
-    lu = np.rint((uv[:, 0] + 0.5) * (lw / W) - 0.5).astype(np.int64)
-    lv = np.rint((uv[:, 1] + 0.5) * (lh / H) - 0.5).astype(np.int64)
+    if view.K_image is not None:
+        M = view.K_label @ np.linalg.inv(view.K_image)  # image pixel -> label pixel (same camera, no skew)
+        lu = np.rint(M[0, 0] * uv[:, 0] + M[0, 1] * uv[:, 1] + M[0, 2]).astype(np.int64)
+        lv = np.rint(M[1, 1] * uv[:, 1] + M[1, 2]).astype(np.int64)
+    else:
+        lu = np.rint((uv[:, 0] + 0.5) * (lw / W) - 0.5).astype(np.int64)
+        lv = np.rint((uv[:, 1] + 0.5) * (lh / H) - 0.5).astype(np.int64)
     inside = (lu >= 0) & (lu < lw) & (lv >= 0) & (lv < lh)
     lu_c, lv_c = np.clip(lu, 0, lw - 1), np.clip(lv, 0, lh - 1)
     valid = inside & view.valid_hw[lv_c, lu_c]

@@ -152,3 +152,16 @@ def test_knn_memory_is_stored_compactly_and_decodes_close_to_what_was_stored(pq)
 def test_pq_must_divide_the_key_dimension():
     with pytest.raises(ConfigError, match="knn_pq"):
         FastConfig(knn_dim=64, knn_pq=7)
+
+
+def test_binomial_blur_keeps_constants_and_halves_noise():
+    from kd3d_core.students.fast import binomial_blur
+
+    flat = torch.full((1, 3, 20, 30), 0.7)
+    assert torch.allclose(binomial_blur(flat), flat, atol=1e-6)
+    noise = torch.randn(1, 3, 200, 200, generator=torch.Generator().manual_seed(0))
+    assert float(binomial_blur(noise).std()) < 0.5 * float(noise.std())
+    step = torch.zeros(1, 1, 9, 9)
+    step[..., 5:] = 1
+    out = binomial_blur(step)
+    assert out.shape == step.shape and float(out[0, 0, 4, 4]) == pytest.approx(5 / 16)

@@ -240,3 +240,24 @@ def test_balanced_choice_keeps_every_seen_surface_before_thickening_any():
     assert np.all(np.isin(np.arange(5000, 5200), keep))  # every rarely seen place survives
     uniform = np.random.default_rng(1).choice(len(points), 300, replace=False)
     assert np.isin(np.arange(5000, 5200), uniform).sum() < 50  # a uniform subset would lose most of them
+
+
+def test_cell_labels_follow_the_label_intrinsics_of_a_centre_crop():
+    """A label grid that is a centre crop of the image (DUSt3R's square inputs) must not be stretched over it."""
+    from kd3d_core.geometry import scale_intrinsics
+
+    K_image = np.array([[80.0, 0, 31.5], [0, 80.0, 23.5], [0, 0, 1]])  # 64x48 image
+    # Label: the centre 48x48 crop, at 24x24 (scale 0.5).
+    K_crop = K_image.copy()
+    K_crop[0, 2] -= 8
+    K_label = scale_intrinsics(K_crop, 0.5, 0.5)
+    lu, lv = np.meshgrid(np.arange(24), np.arange(24))
+    points = np.stack([lu, lv, np.zeros_like(lu)], -1).astype(np.float32)  # each label pixel names itself
+    view = MappingView("f", np.zeros((48, 64, 3), np.uint8), points, np.ones((24, 24), bool), K_label, np.eye(4),
+                       K_image)
+    valid, pts, _ = cell_labels(view, np.array([[1.0, 0, 0], [0, 1, 0]]), (8, 6))
+    uv = np.stack(np.meshgrid(np.arange(8) * 8 + 4, np.arange(6) * 8 + 4), -1).reshape(-1, 2)
+    inside = (uv[:, 0] >= 8) & (uv[:, 0] < 56)
+    assert np.array_equal(valid, inside)  # cells left and right of the crop have no label
+    expect_u = np.rint((uv[:, 0] - 8 + 0.5) * 0.5 - 0.5)
+    assert np.allclose(pts[valid, 0], expect_u[valid]) and np.allclose(pts[valid, 1], np.rint((uv[valid, 1] + 0.5) * 0.5 - 0.5))
