@@ -110,8 +110,8 @@ def save_fast(path: Path) -> Path:
     net = FastStudent(cfg)
     head = net.head
     head.proj.copy_(torch.randn_like(head.proj))
-    head.keys.copy_(torch.nn.functional.normalize(torch.randn(64, 8), dim=1).to(head.keys.dtype))
-    head.points.copy_(torch.randn(64, 3))
+    head.store(torch.nn.functional.normalize(torch.randn(64, 8), dim=1), torch.randn(64, 3),
+               torch.Generator().manual_seed(0))
     head.centroids.copy_(torch.randn(4, 8))
     head.offsets.copy_(torch.arange(0, 65, 16))
     save_scene_model(path, net, ModelMeta("fast", config_to_dict(cfg), SIZE, 8, (0.0, 0.0, 2.0), 1.0, "map"))
