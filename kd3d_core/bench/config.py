@@ -120,6 +120,19 @@ class BenchConfig:
         missing = [r for r in self.rooms + self.teacher_rooms + self.robust_rooms if r not in PRESETS]
         if missing:
             raise ConfigError(f"unknown room preset(s) {', '.join(missing)}; choose from {', '.join(PRESETS)}")
+        if "robustness" in self.families:
+            self._check_robustness()
+
+    def _check_robustness(self) -> None:
+        """Variants and students of the robustness family, checked before any room is rendered."""
+        from kd3d_core.bench.robustness import FAST_ABLATIONS, variant_names
+        from kd3d_core.students import list_architectures
+
+        variant_names(self.robust_variants)
+        known = list(list_architectures()) + list(FAST_ABLATIONS)
+        unknown = sorted(set(self.robust_students) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown robustness student(s) {', '.join(unknown)}; choose from {', '.join(known)}")
 
 
 def quick_config(**overrides: object) -> BenchConfig:

@@ -177,3 +177,12 @@ def test_stats_and_table_helpers() -> None:
     table.fail("x", ValueError("boom\nmore"))
     assert table.status == "error: x: ValueError: boom"
     assert table.to_dict()["rows"][0]["a"] == 12345
+
+
+def test_robustness_config_is_checked_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown robustness variant"):
+        BenchConfig(families=("robustness",), robust_variants=("clean", "fog"), workdir=tmp_path)
+    with pytest.raises(ConfigError, match="unknown robustness student"):
+        BenchConfig(families=("robustness",), robust_students=("fast", "cnnx"), workdir=tmp_path)
+    assert BenchConfig(families=("robustness",), robust_students=("fast-no-lcn", "vit"), workdir=tmp_path)
+    assert not any(tmp_path.iterdir())
