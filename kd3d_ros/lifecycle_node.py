@@ -13,10 +13,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import rclpy
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
-from rclpy.logging import get_logger
 
 from kd3d_core.errors import Kd3dError
 from kd3d_core.localization import Relocalizer
@@ -25,10 +23,9 @@ from kd3d_ros.relocalizer_node import (
     RelocalizerIO,
     declare_parameters,
     import_tf2_ros,
-    init_ros,
     load_relocalizer,
     read_config,
-    spin,
+    run_node,
     warn_on_world_frame,
 )
 
@@ -103,15 +100,7 @@ class RelocalizerLifecycleNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run kd3d_ros relocalizer_lifecycle_node` (starts unconfigured)."""
-    if not init_ros(args):
-        return 2
-    try:
-        node = RelocalizerLifecycleNode()
-    except Kd3dError as err:
-        get_logger(NODE_NAME).fatal(str(err))
-        rclpy.try_shutdown()
-        return 1
-    return spin(node)
+    return run_node(RelocalizerLifecycleNode, args)
 
 
 if __name__ == "__main__":

@@ -371,17 +371,22 @@ def init_ros(args: list[str] | None) -> bool:
     return True
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point of `ros2 run kd3d_ros relocalizer_node`."""
+def run_node(make_node: Any, args: list[str] | None = None) -> int:
+    """Initialise ROS, build a node (one FATAL line and exit 1 when it cannot start) and spin it."""
     if not init_ros(args):
         return 2
     try:
-        node = RelocalizerNode()
+        node = make_node()
     except Kd3dError as err:
         get_logger(NODE_NAME).fatal(str(err))
         rclpy.try_shutdown()
         return 1
     return spin(node)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `ros2 run kd3d_ros relocalizer_node`."""
+    return run_node(RelocalizerNode, args)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,20 @@ def pair_diagnostics(result: AlignmentResult, frames: list[Frame]) -> dict:
     return relative_pose_metrics(rot, trans)
 
 
+def teacher_grid(scene: Scene, frames: list[Frame], config: TeachConfig, teacher: str):
+    """What a pairwise teacher (real or simulated DUSt3R) works on: the network's crop geometry, the label size
+    (checked to have the network input's aspect) and the image pairs."""
+    geom = crop_geometry(scene.info.color_size, config.dust3r.size)
+    net_wh = geom.output_wh
+    label_wh = config.label_size or default_label_size(net_wh)
+    if abs(label_wh[0] / label_wh[1] - net_wh[0] / net_wh[1]) > 0.02 * net_wh[0] / net_wh[1]:
+        raise ConfigError(f"label size {label_wh} must have the aspect ratio of the teacher input {net_wh}")
+    pairs = make_pairs(len(frames), config.dust3r.pairs)
+    if not pairs:
+        raise SceneError(f"{teacher} needs at least two mapping frames")
+    return geom, label_wh, pairs
+
+
 def teach_dust3r(scene: Scene, frames: list[Frame], store: LabelStore, config: TeachConfig) -> TeachResult | None:
     """DUSt3R teacher; under torchrun every rank infers its share of pairs and rank 0 aligns and writes labels."""
     t0 = time.perf_counter()
@@ -44,14 +58,7 @@ def teach_dust3r(scene: Scene, frames: list[Frame], store: LabelStore, config: T
     try:
         device = resolve_device(cfg.device.value, ctx.local_rank)
         teacher = load_teacher(cfg.checkpoint, device)
-        geom = crop_geometry(scene.info.color_size, cfg.size)
-        net_wh = geom.output_wh
-        label_wh = config.label_size or default_label_size(net_wh)
-        if abs(label_wh[0] / label_wh[1] - net_wh[0] / net_wh[1]) > 0.02 * net_wh[0] / net_wh[1]:
-            raise ConfigError(f"label size {label_wh} must have the aspect ratio of the teacher input {net_wh}")
-        pairs = make_pairs(len(frames), cfg.pairs)
-        if not pairs:
-            raise SceneError("the DUSt3R teacher needs at least two mapping frames")
+        geom, label_wh, pairs = teacher_grid(scene, frames, config, "the DUSt3R teacher")
         key = cache_key(digest=teacher.digest, size=cfg.size, label=label_wh, box=geom.box, resized=geom.resized_wh)
         cache = PairCache(store.root / "pairs", key, [f.name for f in frames])
         if ctx.rank == 0:
@@ -66,7 +73,7 @@ def teach_dust3r(scene: Scene, frames: list[Frame], store: LabelStore, config: T
             return None
         result = _align(scene, frames, cache, pairs, geom, label_wh, config)
         extra = {"pairs": len(pairs), "edges": int(len(result.edges.i)), "edges_inlier": int(result.edge_inlier.sum()),
-                 "pair_diagnostics": pair_diagnostics(result, frames), "net_size": list(net_wh),
+                 "pair_diagnostics": pair_diagnostics(result, frames), "net_size": list(geom.output_wh),
                  "focal_estimated": bool(result.canonical.focal_estimated), "backend": teacher.backend,
                  "checkpoint": teacher.source, "model": {k: str(v) for k, v in teacher.kwargs.items()},
                  "pair_graph": asdict(cfg.pairs), "inference_s_rank0": round(stats.seconds, 3), "complete": True}

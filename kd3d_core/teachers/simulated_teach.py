@@ -22,10 +22,9 @@ from kd3d_core.labels import LabelStore, ScaleSource
 from kd3d_core.scene import Frame, Scene, open_scene
 from kd3d_core.teachers.config import TeachConfig, TeacherKind
 from kd3d_core.teachers.dust3r import _to_label
-from kd3d_core.teachers.dust3r_teach import _align, _meta, _write_labels, pair_diagnostics
+from kd3d_core.teachers.dust3r_teach import _align, _meta, _write_labels, pair_diagnostics, teacher_grid
 from kd3d_core.teachers.pair_cache import CachedPairs, PairCache, cache_key
-from kd3d_core.teachers.pairs import make_pairs
-from kd3d_core.teachers.preprocess import CropGeometry, crop_geometry, default_label_size
+from kd3d_core.teachers.preprocess import CropGeometry
 from kd3d_core.teachers.simulated import ErrorModel, FrameInput, SimulatedDust3r
 from kd3d_core.teachers.teach import TeachResult, start_labels
 
@@ -93,14 +92,7 @@ def teach_simulated(scene: Scene, frames: list[Frame], store: LabelStore, config
     t0 = time.perf_counter()
     cfg, sim = config.dust3r, config.simulated
     truth = truth_frames(scene, frames, sim.truth)
-    geom = crop_geometry(scene.info.color_size, cfg.size)
-    net_wh = geom.output_wh
-    label_wh = config.label_size or default_label_size(net_wh)
-    if abs(label_wh[0] / label_wh[1] - net_wh[0] / net_wh[1]) > 0.02 * net_wh[0] / net_wh[1]:
-        raise ConfigError(f"label size {label_wh} must have the aspect ratio of the teacher input {net_wh}")
-    pairs = make_pairs(len(frames), cfg.pairs)
-    if not pairs:
-        raise SceneError("the simulated DUSt3R teacher needs at least two mapping frames")
+    geom, label_wh, pairs = teacher_grid(scene, frames, config, "the simulated DUSt3R teacher")
     simulator = make_simulator(scene, frames, truth, geom, config)
     model_key = cache_key(**asdict(simulator.model))[:8]
     digest = f"simulated-dust3r:v{SIMULATOR_VERSION}:x{sim.error_scale:g}:seed{sim.seed}:{model_key}"
@@ -114,7 +106,7 @@ def teach_simulated(scene: Scene, frames: list[Frame], store: LabelStore, config
     else:
         result = _align_monocular(frames, cache, pairs, geom, label_wh, config)
     extra = {"pairs": len(pairs), "edges": int(len(result.edges.i)), "edges_inlier": int(result.edge_inlier.sum()),
-             "pair_diagnostics": pair_diagnostics(result, truth), "net_size": list(net_wh),
+             "pair_diagnostics": pair_diagnostics(result, truth), "net_size": list(geom.output_wh),
              "wrong_pairs": int(sum(simulator.is_wrong_pair(i, j) for i, j in pairs)),
              "simulated": {**asdict(sim), "truth": None if sim.truth is None else str(sim.truth),
                            "cache_dir": None if sim.cache_dir is None else str(sim.cache_dir)},
