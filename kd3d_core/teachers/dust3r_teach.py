@@ -82,13 +82,18 @@ def teach_dust3r(scene: Scene, frames: list[Frame], store: LabelStore, config: T
         ctx.close()
 
 
+def known_label_intrinsics(frames: list[Frame], geom, label_wh, config: TeachConfig) -> np.ndarray | None:
+    """The frames' calibrated K at label resolution (through the network crop), when the config trusts them."""
+    if not config.dust3r.use_known_K:
+        return None
+    net_wh = geom.output_wh
+    return np.array([scale_intrinsics(geom.intrinsics(f.K), label_wh[0] / net_wh[0], label_wh[1] / net_wh[1])
+                     for f in frames])
+
+
 def _align(scene: Scene, frames: list[Frame], cache: PairCache, pairs, geom, label_wh, config: TeachConfig):
     cfg = config.dust3r
-    net_wh = geom.output_wh
-    K = None
-    if cfg.use_known_K:
-        K = np.array([scale_intrinsics(geom.intrinsics(f.K), label_wh[0] / net_wh[0], label_wh[1] / net_wh[1])
-                      for f in frames])
+    K = known_label_intrinsics(frames, geom, label_wh, config)
     ref = [f.world_T_cam for f in frames]
     has_depth = any(f.depth_path is not None for f in frames)
     depth_fn = None

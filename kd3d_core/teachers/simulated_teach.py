@@ -12,17 +12,16 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from kd3d_core.alignment.solve import align_pairs
 from kd3d_core.errors import ConfigError, SceneError
-from kd3d_core.geometry import scale_intrinsics
 from kd3d_core.labels import LabelStore, ScaleSource
 from kd3d_core.scene import Frame, Scene, open_scene
 from kd3d_core.teachers.config import TeachConfig, TeacherKind
 from kd3d_core.teachers.dust3r import _to_label
-from kd3d_core.teachers.dust3r_teach import _align, _meta, _write_labels, pair_diagnostics, teacher_grid
+from kd3d_core.teachers.dust3r_teach import (_align, _meta, _write_labels, known_label_intrinsics,
+                                             pair_diagnostics, teacher_grid)
 from kd3d_core.teachers.pair_cache import CachedPairs, PairCache, cache_key
 from kd3d_core.teachers.preprocess import CropGeometry
 from kd3d_core.teachers.simulated import ErrorModel, FrameInput, SimulatedDust3r
@@ -117,10 +116,6 @@ def teach_simulated(scene: Scene, frames: list[Frame], store: LabelStore, config
 
 def _align_monocular(frames: list[Frame], cache: PairCache, pairs, geom: CropGeometry, label_wh, config: TeachConfig):
     """Alignment without poses or depth: the pure monocular case (gauge = first aligned frame, arbitrary scale)."""
-    cfg = config.dust3r
-    net_wh = geom.output_wh
-    K = None
-    if cfg.use_known_K:
-        K = np.array([scale_intrinsics(geom.intrinsics(f.K), label_wh[0] / net_wh[0], label_wh[1] / net_wh[1])
-                      for f in frames])
-    return align_pairs(CachedPairs(cache, pairs), len(frames), (label_wh[1], label_wh[0]), cfg.align, K_N33=K)
+    K = known_label_intrinsics(frames, geom, label_wh, config)
+    return align_pairs(CachedPairs(cache, pairs), len(frames), (label_wh[1], label_wh[0]), config.dust3r.align,
+                       K_N33=K)
