@@ -26,6 +26,7 @@ from kd3d_core.localization.correspondences import (
 )
 from kd3d_core.localization.pnp import pose_covariance, ransac_pnp, refine_pose, reprojection_errors
 from kd3d_core.localization.result import FailureReason, ImageStats, PoseEstimate, StageTimings
+from kd3d_core.localization.roll import rolled_view, unroll_prediction
 from kd3d_core.prediction import ScenePrediction, ScenePredictor
 
 
@@ -53,6 +54,13 @@ def check_intrinsics(K: object, dist_coeffs: object) -> str | None:
         if d.ndim > 2 or d.size not in (4, 5, 8, 12, 14) or not np.all(np.isfinite(d)):
             return f"distortion coefficients must be 4, 5, 8, 12 or 14 finite numbers, got shape {d.shape}"
     return None
+
+
+# Failures a rolled camera causes (too few or inconsistent matches), as opposed to refusals of the image itself.
+_RETRY_ROLLED = frozenset({
+    FailureReason.TOO_FEW_CORRESPONDENCES, FailureReason.PNP_FAILED, FailureReason.TOO_FEW_INLIERS,
+    FailureReason.LOW_INLIER_RATIO, FailureReason.POOR_INLIER_COVERAGE, FailureReason.LOW_CONFIDENCE,
+    FailureReason.UNCERTAIN_POSE, FailureReason.DEGENERATE_POSE})
 
 
 class Relocalizer:
@@ -100,7 +108,38 @@ class Relocalizer:
         predict_ms = _ms(t0)
         size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
         estimate = self.localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)
+        if not estimate.success and estimate.failure in _RETRY_ROLLED:
+            estimate, prediction = self._retry_rolled(rgb_HW3, K, dist_coeffs, stamp_ns, estimate, prediction)
         return dataclasses.replace(estimate, image=stats), prediction
+
+    def _retry_rolled(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
+                      stamp_ns: int | None, lost: PoseEstimate,
+                      prediction: ScenePrediction) -> tuple[PoseEstimate, ScenePrediction]:
+        """Try the image turned back about the optical axis (config.roll_retry_deg) after an upright failure.
+
+        Returns the first estimate that localizes, or the upright failure; the timings count every attempt.
+        """
+        spent = lost.timings.total_ms
+        size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
+        K = np.asarray(K, np.float64)
+        for angle in self.config.roll_retry_deg:
+            t0 = time.perf_counter()
+            try:
+                view, H = rolled_view(rgb_HW3, K, angle)
+                rolled = unroll_prediction(self.predictor.predict(view), H, size_wh)
+            except Exception:  # noqa: BLE001 - a retry that cannot run leaves the upright answer
+                spent += _ms(t0)
+                continue
+            estimate = self.localize_prediction(rolled, K, dist_coeffs, stamp_ns, _ms(t0), size_wh)
+            spent += estimate.timings.total_ms
+            if estimate.success:
+                t = estimate.timings
+                extra = spent - t.total_ms
+                return dataclasses.replace(estimate, timings=dataclasses.replace(t, predict_ms=t.predict_ms + extra),
+                                           roll_retry_deg=angle), rolled
+        t = lost.timings
+        return dataclasses.replace(lost, timings=dataclasses.replace(
+            t, predict_ms=t.predict_ms + spent - t.total_ms)), prediction
 
     def _check_input(self, rgb_HW3: object, K: object,
                      dist_coeffs: object) -> tuple[tuple[FailureReason, str] | None, ImageStats | None]:

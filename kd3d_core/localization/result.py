@@ -96,6 +96,8 @@ class PoseEstimate:
         world_frame: frame id of the world the pose is in.
         image: grey-level statistics of the input (None when the image was not usable or not measured).
         inlier_stats: how well the inliers support the pose (None when PnP did not get that far).
+        roll_retry_deg: the angle the image was turned back by when the upright image was lost and a turned one
+            localized (RelocalizerConfig.roll_retry_deg); 0 for the upright image.
     """
 
     success: bool
@@ -111,6 +113,7 @@ class PoseEstimate:
     world_frame: str = "map"
     image: ImageStats | None = None
     inlier_stats: InlierStats | None = None
+    roll_retry_deg: float = 0.0
 
     @property
     def inlier_ratio(self) -> float:
