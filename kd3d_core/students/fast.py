@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 from enum import Enum
 
 import torch
@@ -86,6 +87,9 @@ class FastConfig:
             in flat regions sensor noise and JPEG artefacts are what it amplifies; measured on the office room
             (30 query frames at 320x240): Gaussian noise sigma 8 47 % -> 100 % within 5 cm / 5 deg, JPEG q25
             87 % -> 100 %, gain x1.6 80 % -> 93 %, clean 2 cm / 2 deg 93 % -> 97 %.
+        lcn_relative: the variance floor is lcn_eps times each channel's standard deviation over the whole image
+            instead of lcn_eps itself, so the floor follows the frame's own contrast (a dim or low-texture frame
+            keeps its faint texture; any global gain cancels exactly, floor included).
     """
 
     stem_channels: tuple[int, ...] = (32, 64, 128)
@@ -104,6 +108,10 @@ class FastConfig:
     lcn_window: int = 15
     lcn_eps: float = 0.1
     lcn_blur: bool = True
+    lcn_relative: bool = False
+
+    # What model files written before an option existed meant by it (registry.config_from_dict).
+    ADDED_LATER: ClassVar[dict] = {"lcn_relative": False}
 
     def __post_init__(self) -> None:
         for name, kind in (("head", HeadKind), ("input_norm", InputNorm)):
@@ -151,6 +159,8 @@ class FastEncoder(nn.Module):
         super().__init__()
         self.lcn_window = config.lcn_window if config.input_norm is InputNorm.LCN else 0
         self.lcn_eps = config.lcn_eps
+        self.lcn_relative = config.lcn_relative
+        self._counts: dict[tuple, torch.Tensor] = {}
         self.lcn_blur = config.lcn_blur and bool(self.lcn_window)
         taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0  # fixed, not weights: kept out of the state dict
         self.register_buffer("blur_x", taps.view(1, 1, 1, 5).repeat(3, 1, 1, 1), persistent=False)
@@ -180,26 +190,49 @@ class FastEncoder(nn.Module):
         # NHWC convolutions are ~30 % faster on CPUs (oneDNN); loading weights keeps this layout (copy_).
         self.to(memory_format=torch.channels_last)
 
+    def _box_counts(self, image_B3HW: torch.Tensor) -> torch.Tensor:
+        """LCN's per-pixel box sizes for this input size, computed once per size (a few % of the LCN time)."""
+        key = (tuple(image_B3HW.shape[-2:]), image_B3HW.device, image_B3HW.dtype)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return box_counts(key[0], self.lcn_window, key[1], key[2])
+        counts = self._counts.get(key)
+        if counts is None:
+            counts = self._counts[key] = box_counts(key[0], self.lcn_window, key[1], key[2])
+        return counts
+
     def forward(self, image_B3HW: torch.Tensor) -> torch.Tensor:
         """Features B x feature_dim x H/8 x W/8."""
         if self.lcn_blur:
             image_B3HW = _separable(image_B3HW, self.blur_x, self.blur_y)
         if self.lcn_window:
-            image_B3HW = local_contrast_normalise(image_B3HW, self.lcn_window, self.lcn_eps)
+            eps = self.lcn_eps
+            if self.lcn_relative:
+                eps = self.lcn_eps * image_B3HW.std(dim=(2, 3), keepdim=True).clamp(min=1e-3)
+            image_B3HW = local_contrast_normalise(image_B3HW, self.lcn_window, eps, self._box_counts(image_B3HW))
         image_B3HW = image_B3HW.contiguous(memory_format=torch.channels_last)
         x = F.relu(self.conv2(F.relu(self.conv1(image_B3HW))))
         x = F.relu(self.conv3(F.pad(x, (0, 2, 0, 2))))
         return self.out(F.relu(self.blocks(x)))
 
 
-def local_contrast_normalise(x_BCHW: torch.Tensor, window: int, eps: float) -> torch.Tensor:
+def local_contrast_normalise(x_BCHW: torch.Tensor, window: int, eps: float | torch.Tensor,
+                             counts_HW: torch.Tensor | None = None) -> torch.Tensor:
     """(x - local mean) / sqrt(local variance + eps^2) per channel over a window x window box (at the border: the
-    part of the box inside the image). eps (in the input's units) keeps flat, noisy regions from being blown up."""
+    part of the box inside the image). eps (in the input's units; a number or a B x C x 1 x 1 tensor) keeps flat,
+    noisy regions from being blown up. counts_HW: the pixels inside each box (box_counts), when the caller keeps
+    them for its input size."""
     both = torch.cat([x_BCHW, x_BCHW * x_BCHW], dim=1)
-    ones = torch.ones_like(x_BCHW[:1, :1])
-    mean, mean_sq = (box_sum(both, window) / box_sum(ones, window)).chunk(2, dim=1)
+    if counts_HW is None:
+        counts_HW = box_counts(x_BCHW.shape[-2:], window, x_BCHW.device, x_BCHW.dtype)
+    mean, mean_sq = (box_sum(both, window) / counts_HW).chunk(2, dim=1)
     var = (mean_sq - mean * mean).clamp(min=0.0)
     return (x_BCHW - mean) / torch.sqrt(var + eps * eps)
+
+
+def box_counts(size_hw: tuple[int, int] | torch.Size, window: int, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """How many pixels of an image of size_hw each window x window box covers (fewer at the border)."""
+    return box_sum(torch.ones(1, 1, *size_hw, device=device, dtype=dtype), window)[0, 0]
 
 
 def binomial_blur(x_BCHW: torch.Tensor) -> torch.Tensor:

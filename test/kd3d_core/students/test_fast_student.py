@@ -53,6 +53,43 @@ def test_local_contrast_normalisation_is_centred_exact_and_cancels_gain_and_offs
     assert torch.allclose(local_contrast_normalise(x * gain + 0.2, 15, 1e-3), out, atol=1e-2)
 
 
+def test_the_encoder_keeps_lcn_box_sizes_per_input_size():
+    """The box sizes LCN divides by are kept per input size: alternating sizes gives what fresh encoders give."""
+    torch.manual_seed(0)
+    enc = FastEncoder(FastConfig(stem_channels=(4, 4, 8), block_dilations=(1,), feature_dim=8, knn_dim=8, knn_pq=0))
+    fresh = FastEncoder(FastConfig(stem_channels=(4, 4, 8), block_dilations=(1,), feature_dim=8, knn_dim=8, knn_pq=0))
+    fresh.load_state_dict(enc.state_dict())
+    a, b = torch.rand(1, 3, 48, 64), torch.rand(1, 3, 40, 32)
+    with torch.no_grad():
+        outs = [enc(x) for x in (a, b, a, b)]
+        fresh._counts.clear()
+        want_b = fresh(b)
+    assert torch.equal(outs[0], outs[2]) and torch.equal(outs[1], outs[3]) and torch.allclose(outs[1], want_b)
+    assert len(enc._counts) == 2
+
+
+def test_relative_lcn_floor_cancels_a_global_gain_in_flat_regions_too():
+    """With lcn_relative the variance floor scales with the image's contrast: a global gain changes nothing, even
+    where the texture is fainter than the absolute floor (which a fixed lcn_eps would flatten differently)."""
+    x = torch.rand(1, 3, 64, 64) * 0.05
+    x[..., 20:40, 20:40] += torch.rand(1, 3, 20, 20)
+    for relative, expect_same in ((True, True), (False, False)):
+        torch.manual_seed(0)
+        enc = FastEncoder(FastConfig(lcn_relative=relative, lcn_eps=0.1, lcn_blur=False)).eval()
+        with torch.no_grad():
+            same = torch.allclose(enc(x), enc(0.3 * x), atol=1e-3, rtol=1e-3)
+        assert same == expect_same
+
+
+def test_model_files_without_later_options_mean_the_old_behaviour():
+    """A model file written before lcn_relative existed loads with it off (not with whatever the default is)."""
+    data = config_to_dict(FastConfig())
+    del data["lcn_relative"]
+    assert config_from_dict(FastConfig, data).lcn_relative is False
+    with pytest.raises(ConfigError, match="missing"):
+        config_from_dict(FastConfig, {k: v for k, v in data.items() if k != "lcn_eps"})
+
+
 def test_the_encoder_sees_through_a_global_gain_only_with_lcn():
     x = torch.rand(1, 3, 64, 64)
     for norm, expect_same in (("lcn", True), ("none", False)):
