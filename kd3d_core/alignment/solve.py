@@ -7,11 +7,13 @@ sensor depth.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from kd3d_core.alignment.anchors import DepthAnchors
+from kd3d_core.alignment.depth_correction import DepthCorrectionConfig, correct_depths
 from kd3d_core.alignment.filters import LabelFilterConfig, filter_masks
 from kd3d_core.alignment.graph import EdgeSet, GraphConfig, solve_graph
 from kd3d_core.alignment.pairwise import (CanonicalFrames, PairPrediction, accumulate_canonical, fit_edge,
@@ -37,6 +39,9 @@ class AlignConfig:
             odometry does not. False keeps the pose graph's own poses (one global Sim(3) only).
         graph: robustness settings of the pose graph.
         filters: label filters after alignment (kd3d_core.alignment.filters); None keeps every label.
+        depth_correction: smooth per-frame depth correction from triangulated anchors, applied before the
+            filters when the caller passes anchors and the scale comes from reference poses
+            (kd3d_core.alignment.depth_correction); None: never.
     """
 
     min_conf: float = 1.5
@@ -46,6 +51,7 @@ class AlignConfig:
     reference_poses: bool = True
     graph: GraphConfig = field(default_factory=GraphConfig)
     filters: LabelFilterConfig | None = field(default_factory=LabelFilterConfig)
+    depth_correction: DepthCorrectionConfig | None = field(default_factory=DepthCorrectionConfig)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class AlignmentResult:
     keep_NHW: np.ndarray | None = None
     depth_factor_NHW: np.ndarray | None = None
     filter_stats: dict = field(default_factory=dict)
+    correction_stats: dict = field(default_factory=dict)
 
     def labelled(self, k: int) -> np.ndarray:
         """Pixels of frame k that carry a label before the filters (confident, valid depth, frame aligned)."""
@@ -112,7 +119,8 @@ def _sample_points(canon: CanonicalFrames, size_hw: tuple[int, int], m: int) -> 
 
 def align_pairs(source: Iterable[PairPrediction], n_frames: int, size_hw: tuple[int, int], config: AlignConfig,
                 K_N33: np.ndarray | None = None, ref_world_T_cam: list[np.ndarray | None] | None = None,
-                metric_depth: Callable[[int], np.ndarray | None] | None = None) -> AlignmentResult:
+                metric_depth: Callable[[int], np.ndarray | None] | None = None,
+                anchors: Sequence[DepthAnchors | None] | None = None) -> AlignmentResult:
     """Align all frames of a pair source into one world frame.
 
     Args:
@@ -122,6 +130,8 @@ def align_pairs(source: Iterable[PairPrediction], n_frames: int, size_hw: tuple[
         K_N33: known intrinsics at label resolution, or None to estimate the focal length.
         ref_world_T_cam: reference poses (None entries for unknown) to fix gauge and metric scale.
         metric_depth: frame index -> sensor depth (h, w) in metres at label resolution, for metric scale.
+        anchors: per frame, triangulated depth anchors on the label grid in the reference poses' metric frame
+            (kd3d_core.alignment.anchors), for the depth correction.
     """
     canon = accumulate_canonical(source, n_frames, size_hw, config.min_conf, K_N33, config.shared_focal)
     edges, _ = _fit_edges(source, canon, config, size_hw)
@@ -133,6 +143,9 @@ def align_pairs(source: Iterable[PairPrediction], n_frames: int, size_hw: tuple[
                                ref_world_T_cam)
     if source_kind is ScaleSource.ARBITRARY and metric_depth is not None:
         S, source_kind = _metric_from_depth(S, sol.aligned, canon, metric_depth)
+    stats: dict = {}
+    if anchors is not None and config.depth_correction is not None and source_kind is ScaleSource.POSES:
+        canon, stats = _corrected(canon, S.s, sol.aligned, config, anchors)
     residual = np.full(n_frames, np.nan)
     for k in np.flatnonzero(sol.aligned):
         inc = sol.inlier & ((edges.i == k) | (edges.j == k))
@@ -140,8 +153,17 @@ def align_pairs(source: Iterable[PairPrediction], n_frames: int, size_hw: tuple[
             residual[k] = float(np.median(sol.point_residual[inc] * S.s[edges.i[inc]]))
     poses = np.array([make_pose(S.R[k], S.t[k]) for k in range(n_frames)])
     result = AlignmentResult(poses, S.s.copy(), canon, sol.aligned, residual, source_kind, edges, sol.inlier,
-                             config.min_conf)
+                             config.min_conf, correction_stats=stats)
     return result if config.filters is None else _filtered(result, config.filters)
+
+
+def _corrected(canon: CanonicalFrames, scale_N: np.ndarray, aligned: np.ndarray, config: AlignConfig,
+               anchors: Sequence[DepthAnchors | None]) -> tuple[CanonicalFrames, dict]:
+    """Canonical depths times each frame's smooth correction from its anchors (metric depth = scale x depth)."""
+    usable = (canon.weight_NHW > np.log(max(config.min_conf, 1.0))) & (canon.depth_NHW > 0) & aligned[:, None, None]
+    metric = canon.depth_NHW * scale_N[:, None, None].astype(np.float32)
+    out = correct_depths(metric, usable, anchors, config.depth_correction)
+    return canon._replace(depth_NHW=(canon.depth_NHW * out.factor_NHW).astype(np.float32)), out.stats
 
 
 def _filtered(result: AlignmentResult, cfg: LabelFilterConfig) -> AlignmentResult:

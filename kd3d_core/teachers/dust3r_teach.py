@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 
 import numpy as np
 
+from kd3d_core.alignment.anchors import DepthAnchors, anchors_on_grid, find_anchors
 from kd3d_core.alignment.solve import AlignmentResult, align_pairs
 from kd3d_core.errors import ConfigError, SceneError
 from kd3d_core.geometry import invert_pose, scale_intrinsics
@@ -75,7 +76,8 @@ def teach_dust3r(scene: Scene, frames: list[Frame], store: LabelStore, config: T
         extra = {"pairs": len(pairs), "edges": int(len(result.edges.i)), "edges_inlier": int(result.edge_inlier.sum()),
                  "pair_diagnostics": pair_diagnostics(result, frames), "net_size": list(geom.output_wh),
                  "focal_estimated": bool(result.canonical.focal_estimated), "backend": teacher.backend,
-                 "checkpoint": teacher.source, "model": {k: str(v) for k, v in teacher.kwargs.items()},
+                 "depth_correction": result.correction_stats, "checkpoint": teacher.source,
+                 "model": {k: str(v) for k, v in teacher.kwargs.items()},
                  "pair_graph": asdict(cfg.pairs), "inference_s_rank0": round(stats.seconds, 3), "complete": True}
         return _write_labels(scene, frames, store, result, teacher.digest, label_wh, extra, t0)
     finally:
@@ -100,8 +102,26 @@ def _align(scene: Scene, frames: list[Frame], cache: PairCache, pairs, geom, lab
     if has_depth:
         to_net = partial(depth_to_network, geom=geom)
         depth_fn = lambda k: label_depth_loader(frames[k], scene.info.color_size, to_net, label_wh)  # noqa: E731
-    return align_pairs(CachedPairs(cache, pairs), len(frames), (label_wh[1], label_wh[0]), cfg.align, K_N33=K,
-                       ref_world_T_cam=ref if any(T is not None for T in ref) else None, metric_depth=depth_fn)
+    t0 = time.perf_counter()
+    anchors = label_anchors(frames, K, ref, config)
+    anchors_s = time.perf_counter() - t0
+    result = align_pairs(CachedPairs(cache, pairs), len(frames), (label_wh[1], label_wh[0]), cfg.align, K_N33=K,
+                         ref_world_T_cam=ref if any(T is not None for T in ref) else None, metric_depth=depth_fn,
+                         anchors=anchors)
+    if anchors is None:
+        return result
+    return replace(result, correction_stats={**result.correction_stats, "anchors_s": round(anchors_s, 2)})
+
+
+def label_anchors(frames: list[Frame], K_label: np.ndarray | None, ref: list[np.ndarray | None],
+                  config: TeachConfig) -> list[DepthAnchors | None] | None:
+    """Triangulated depth anchors on the label grid, measured on the frames' own images at their reference
+    poses; None when the depth correction is off or needs what the scene lacks (poses, calibrated K)."""
+    corr = config.dust3r.align.depth_correction
+    if corr is None or K_label is None or sum(T is not None for T in ref) < 2:
+        return None
+    found = find_anchors(lambda k: frames[k].load_rgb(), np.array([f.K for f in frames]), ref, corr.anchors)
+    return [anchors_on_grid(a, f.K, K) for a, f, K in zip(found, frames, K_label)]
 
 
 def _meta(scene: Scene, digest: str, label_wh, scale: ScaleSource, extra: dict, residuals=None,

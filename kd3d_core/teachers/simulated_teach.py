@@ -109,7 +109,8 @@ def teach_simulated(scene: Scene, frames: list[Frame], store: LabelStore, config
              "wrong_pairs": int(sum(simulator.is_wrong_pair(i, j) for i, j in pairs)),
              "simulated": {**asdict(sim), "truth": None if sim.truth is None else str(sim.truth),
                            "cache_dir": None if sim.cache_dir is None else str(sim.cache_dir)},
-             "pair_graph": asdict(cfg.pairs), "inference_s": round(infer_s, 3), "pairs_computed": computed,
+             "pair_graph": asdict(cfg.pairs), "depth_correction": result.correction_stats,
+             "inference_s": round(infer_s, 3), "pairs_computed": computed,
              "complete": True}
     return _write_labels(scene, frames, store, result, digest, label_wh, extra, t0, teacher)
 
