@@ -4,8 +4,9 @@ Per room: the depth teacher (exact labels) against the simulated DUSt3R (kd3d_co
 x0.5 / x1 / x2 of the published error figures, each through the production pair cache, global alignment,
 Sim(3) onto the scene's poses (TF/odometry) and label filters, then the default (fast) student and the query
 walk. Measured: alignment residuals and refused frames, pair RRA/RTA@15 and mAA@30, label error against the
-exact geometry (depth-teacher labels), relocalization recall and medians, mapping time. Two more tables: the
-label filters switched on one by one (first room, x1), and the pure monocular case (no poses, no depth).
+exact geometry (depth-teacher labels), relocalization recall and medians, mapping time. Three more tables: the
+depth correction from triangulated anchors off and on (every room and error level), the label filters switched
+on one by one (first room, x1), and the pure monocular case (no poses, no depth).
 """
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ FILTER_COLUMNS = [("room", "room"), ("filters", "label filters"), ("coverage", "
                   ("label_mean_cm", "label L2 mean (cm)"), ("label_median_cm", "label L2 median (cm)"),
                   ("recall_5cm_5deg", "5cm/5°"), ("median_translation_cm", "median t (cm)"),
                   ("median_rotation_deg", "median R (°)")]
+CORRECTION_COLUMNS = [("room", "room"), ("teacher", "teacher"), ("correction", "depth correction"),
+                      ("anchors", "anchors / frame"), ("anchors_s", "anchors (s)"),
+                      ("label_mean_cm", "label L2 mean (cm)"), ("label_median_cm", "label L2 median (cm)"),
+                      ("recall_2cm_2deg", "2cm/2°"), ("recall_5cm_5deg", "5cm/5°"),
+                      ("median_translation_cm", "median t (cm)"), ("median_rotation_deg", "median R (°)"),
+                      ("map_s", "mapping (s)")]
 MONO_COLUMNS = [("room", "room"), ("teacher", "teacher"), ("scale_source", "scale"), ("labelled", "frames labelled"),
                 ("rot_median_deg", "camera R error median (°)"), ("rot_p90_deg", "R p90 (°)"),
                 ("t_median_cm", "camera t after Sim(3) (cm)"), ("label_median_cm", "label L2 after Sim(3) (cm)"),
@@ -80,7 +87,7 @@ def label_error(store: LabelStore, scene, transform=None) -> dict:
 
 
 def _teach(ctx: BenchContext, preset: str, scale: float | None, tag: str = "", filters="default",
-           use_reference: bool = True):
+           use_reference: bool = True, correction: bool = True):
     """Label a room with the simulated DUSt3R (pairs cached per error level); returns (result, labels dir)."""
     from kd3d_core.alignment.solve import AlignConfig
     from kd3d_core.teachers import Dust3rConfig, TeachConfig, TeacherKind, teach_scene
@@ -90,6 +97,8 @@ def _teach(ctx: BenchContext, preset: str, scale: float | None, tag: str = "", f
     cfg = ctx.config
     labels = room.path / "labels" / f"simulated-x{scale:g}{tag}"
     align = AlignConfig() if filters == "default" else AlignConfig(filters=filters)
+    if not correction:
+        align = replace(align, depth_correction=None)
     teach = TeachConfig(teacher=TeacherKind.SIMULATED_DUST3R, labels_dir=labels, progress=False,
                         dust3r=Dust3rConfig(size=cfg.teacher_net_size, align=align),
                         simulated=SimulatedDust3rConfig(error_scale=scale, seed=cfg.seed, use_reference=use_reference,
@@ -122,7 +131,7 @@ def _reloc_cells(summary: dict) -> dict:
             "median_rotation_deg": None if r is None else round(r, 2)}
 
 
-def _quality_row(ctx: BenchContext, preset: str, scale: float | None) -> dict:
+def _quality_row(ctx: BenchContext, preset: str, scale: float | None, correction: bool = True) -> dict:
     room = ctx.room(preset)
     if scale is None:
         meta = LabelStore(room.labels_dir).read_meta()
@@ -132,10 +141,12 @@ def _quality_row(ctx: BenchContext, preset: str, scale: float | None) -> dict:
                 "refused": len(meta.failed_frames), **label_error(LabelStore(room.labels_dir), room.scene()),
                 **_reloc_cells(summary),
                 "map_s": round(room.label_s + train_s, 1)}
-    result, labels = _teach(ctx, preset, scale)
+    tag = "" if correction else "-nocorrection"
+    result, labels = _teach(ctx, preset, scale, tag=tag, correction=correction)
     extra = result.meta.extra
     diag = extra.get("pair_diagnostics", {})
-    summary, train_s = _relocalize(ctx, preset, labels, f"sim-x{scale:g}")
+    anchors = extra.get("depth_correction") or {}
+    summary, train_s = _relocalize(ctx, preset, labels, f"sim-x{scale:g}{tag}")
     residuals = list(result.meta.residuals.values())
     align_s = result.seconds - extra.get("inference_s", 0.0)
     return {"room": preset, "teacher": f"simulated DUSt3R x{scale:g}", "labelled": f"{result.labelled}/{result.frames}",
@@ -143,7 +154,20 @@ def _quality_row(ctx: BenchContext, preset: str, scale: float | None) -> dict:
             "residual_cm": round(100 * float(np.median(residuals)), 2) if residuals else None,
             "rra15": _r(diag.get("RRA@15")), "rta15": _r(diag.get("RTA@15")), "maa30": _r(diag.get("mAA@30")),
             **label_error(LabelStore(labels), room.scene()), **_reloc_cells(summary),
-            "map_s": round(align_s + train_s, 1)}
+            "map_s": round(align_s + train_s, 1), "correction": "on" if anchors else "off",
+            "anchors": anchors.get("anchors_median"), "anchors_s": anchors.get("anchors_s")}
+
+
+def _correction_rows(ctx: BenchContext, preset: str, with_correction: list[dict]) -> list[dict]:
+    """The simulated-DUSt3R rows again without the depth correction (same cached pairs), each before its
+    corrected row from the quality table."""
+    keys = [k for k, _ in CORRECTION_COLUMNS]
+    rows = []
+    for row in with_correction:
+        scale = float(row["teacher"].rsplit("x", 1)[1])
+        rows.append({k: v for k, v in _quality_row(ctx, preset, scale, correction=False).items() if k in keys})
+        rows.append({k: v for k, v in row.items() if k in keys})
+    return rows
 
 
 def _r(v: float | None) -> float | None:
@@ -197,12 +221,19 @@ def run_teacher_quality(ctx: BenchContext) -> list[Table]:
     quality = Table("teacher_quality", "RGB-only mapping: depth teacher vs simulated DUSt3R", QUALITY_COLUMNS)
     filters = Table("teacher_filters", "Label filters against DUSt3R-level (x1) label noise", FILTER_COLUMNS)
     mono = Table("teacher_monocular", "Pure monocular: no depth, no poses (scale unknown)", MONO_COLUMNS)
+    correction = Table("teacher_correction", "Depth correction from triangulated anchors (known poses): off vs on",
+                       CORRECTION_COLUMNS)
     for preset in cfg.teacher_rooms:
         for scale in (None, *cfg.teacher_scales):
             try:
                 quality.rows.append(_quality_row(ctx, preset, scale))
             except Exception as err:  # noqa: BLE001 - one failing row must not lose the others
                 quality.fail(f"{preset}/x{scale}", err)
+        try:
+            done = [r for r in quality.rows if r["room"] == preset and r["teacher"] != "depth"]
+            correction.rows.extend(_correction_rows(ctx, preset, done))
+        except Exception as err:  # noqa: BLE001
+            correction.fail(preset, err)
         for table, fn, first_only in ((filters, _filter_rows, True), (mono, _mono_row, False)):
             if (first_only and preset != cfg.teacher_rooms[0]) or (table is filters and not cfg.teacher_filters):
                 continue
@@ -212,9 +243,24 @@ def run_teacher_quality(ctx: BenchContext) -> list[Table]:
             except Exception as err:  # noqa: BLE001
                 table.fail(preset, err)
     _notes(cfg, quality, filters, mono)
-    for table in (quality, filters, mono):
+    _correction_notes(correction)
+    for table in (quality, correction, filters, mono):
         table.seconds = time.perf_counter() - t0
-    return [quality] + ([filters] if cfg.teacher_filters else []) + [mono]
+    return [quality, correction] + ([filters] if cfg.teacher_filters else []) + [mono]
+
+
+def _correction_notes(table: Table) -> None:
+    table.notes = [
+        "Depth correction (kd3d_core/alignment/anchors.py, depth_correction.py; on by default when frames have "
+        "reference poses and calibrated K): SIFT keypoints on the mapping images themselves, matched between each "
+        "frame and the next 12, checked against the epipolar geometry of the known poses, chained into tracks and "
+        "triangulated at the known poses (>= 3 views, reprojection <= 1 px, angle >= 2 deg); per frame, a smooth "
+        "log-depth correction field (8x10 bilinear nodes, robust fit, prior towards no correction) from the anchors "
+        "multiplies the aligned depth before the label filters and fusion. No rendered geometry is used.",
+        "Rows 'off' realign the same cached pairs with the correction disabled; 'on' rows are the quality table's. "
+        "anchors / frame: median triangulated anchors used per corrected frame; anchors (s): detection, matching "
+        "and triangulation time, included in mapping (s).",
+    ]
 
 
 def _notes(cfg, quality: Table, filters: Table, mono: Table) -> None:
@@ -233,10 +279,11 @@ def _notes(cfg, quality: Table, filters: Table, mono: Table) -> None:
         "excluded), as the paper's L2 against ground truth; label px: labelled share of the label grid.",
         "mapping (s): alignment + label writing + student (depth: labels + student); DUSt3R's own inference is not "
         "included: multiply the pairs (3 per frame) by its per-pair forward time (speed section).",
-        "Metric scale and poses come from the scene's poses (TF/odometry) in every row.",
+        "Metric scale and poses come from the scene's poses (TF/odometry) in every row; the depth correction from "
+        "triangulated anchors is on (next table: off vs on).",
     ]
     filters.notes = ["Same cached x1 pairs, alignment rerun with each filter set (kd3d_core/alignment/filters.py); "
-                     "rows are cumulative except 'none' and 'depth edges'."]
+                     "rows are cumulative except 'none' and 'depth edges'; the depth correction is on in every row."]
     mono.notes = ["No TF/odometry and no depth: labels live in the first frame's camera frame at an arbitrary scale. "
                   "Errors are measured after the one Sim(3) (Umeyama on camera centres) that maps them onto the "
                   "truth, which a user without odometry does not have; rotations need only a global rotation.",
