@@ -14,7 +14,8 @@ decide which label pixels survive:
     or pose is off everywhere) gets no labels at all;
   * confidence threshold: labels below `min_conf` (in the labels' 0-1 confidence) are dropped;
   * multi-view fusion: each kept pixel's depth becomes the log-mean of its own and its confirming neighbours'
-    depths (per-image errors average out; errors every view shares do not).
+    depths (per-image errors average out; errors every view shares do not -- where the frames have reference
+    poses, kd3d_core.alignment.depth_correction removes those first, from triangulated image features).
 """
 from __future__ import annotations
 
