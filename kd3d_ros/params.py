@@ -115,6 +115,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "Factor on the pose covariance (dense predictions are correlated, the textbook value is optimistic); "
               "0 = kd3d's calibrated default (RelocalizerConfig.covariance_inflation).", min_value=0.0,
               max_value=1e6),
+    ParamSpec("roll_retry_deg", 20.0,
+              "A frame lost upright is retried on the image turned back by +/- this angle about the optical axis "
+              "(cameras that roll); costs one network pass per try on lost frames only (0 = off).",
+              min_value=0.0, max_value=90.0),
     ParamSpec("threads", 1,
               "Torch CPU threads for the model, set once at start-up (0 = kd3d's policy: OMP_NUM_THREADS, else half "
               "the cores). One thread is fastest on a busy robot CPU: parallel regions wait for threads other "
@@ -152,6 +156,7 @@ class NodeConfig:
     initialpose_min_error_deg: float
     relocalize_timeout: float
     covariance_inflation: float
+    roll_retry_deg: float
     threads: int
     diagnostics_period: float
 

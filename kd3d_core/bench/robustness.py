@@ -28,13 +28,13 @@ ROBUST_COLUMNS = [
     ("room", "room"), ("variant", "query variant"), ("method", "method"), ("frames", "frames"),
     ("localized", "localized"), ("recall_2cm_2deg", "2cm/2°"), ("recall_5cm_5deg", "5cm/5°"),
     ("recall_10cm_10deg", "10cm/10°"), ("median_translation_cm", "median t (cm)"),
-    ("median_rotation_deg", "median R (°)"), ("ms_per_frame", "ms/frame"),
+    ("median_rotation_deg", "median R (°)"), ("wrong", "wrong fixes"), ("ms_per_frame", "ms/frame"),
 ]
 SUMMARY_COLUMNS = [
     ("method", "method"), ("rows", "room x variant rows"), ("worst_5cm", "worst 5cm/5°"),
     ("worst_row", "worst row"), ("mean_5cm", "mean 5cm/5°"), ("mean_2cm", "mean 2cm/2°"),
     ("rows_ge_99", "rows >= 99 % at 5cm/5°"), ("rows_ge_90_2cm", "rows >= 90 % at 2cm/2°"),
-    ("median_cm", "median of row medians (cm)"), ("size_mb", "model/map MB"),
+    ("median_cm", "median of row medians (cm)"), ("wrong", "wrong fixes"), ("size_mb", "model/map MB"),
 ]
 
 # Ablations of the fast student: name -> FastConfig field overrides.
@@ -148,7 +148,13 @@ def _row(preset: str, variant: str, method: str, summary: dict) -> dict:
             "recall_10cm_10deg": round(summary["recall_10cm_10deg"], 3),
             "median_translation_cm": None if t is None else round(100 * t, 2),
             "median_rotation_deg": None if r is None else round(r, 2),
-            "ms_per_frame": round(summary["ms_per_frame"], 1)}
+            "wrong": wrong_fixes(summary), "ms_per_frame": round(summary["ms_per_frame"], 1)}
+
+
+def wrong_fixes(summary: dict) -> int:
+    """Frames reported as localized whose pose is off by more than 10 cm or 10 deg (worse than saying "lost")."""
+    t, r = np.asarray(summary["errors_m"], float), np.asarray(summary["errors_deg"], float)
+    return int(np.sum(np.isfinite(t) & ((t > 0.10) | (r > 10.0))))
 
 
 def summary_rows(rows: list[dict], sizes: dict[str, list[float]]) -> list[dict]:
@@ -166,6 +172,7 @@ def summary_rows(rows: list[dict], sizes: dict[str, list[float]]) -> list[dict]:
             "rows_ge_99": sum(r["recall_5cm_5deg"] >= 0.99 for r in mine),
             "rows_ge_90_2cm": sum(r["recall_2cm_2deg"] >= 0.90 for r in mine),
             "median_cm": round(float(np.median(medians)), 2) if np.isfinite(np.median(medians)) else None,
+            "wrong": sum(r.get("wrong", 0) for r in mine),
             "size_mb": round(float(np.mean(sizes.get(method, [np.nan]))), 2)})
     return out
 

@@ -27,17 +27,21 @@ def add_relocalizer_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iterations", type=int, default=d.ransac_iterations, help="RANSAC iterations")
     g.add_argument("--refine", choices=[m.value for m in RefineMethod], default=d.refine.value)
     g.add_argument("--min-inliers", type=int, default=d.min_inliers, help="fewer inliers = not localized")
+    g.add_argument("--roll-retry", type=float, default=abs(d.roll_retry_deg[0]) if d.roll_retry_deg else 0.0,
+                   metavar="DEG", help="retry a lost frame on the image turned back by +DEG and -DEG about the "
+                                       "optical axis (rolled cameras; default %(default)s, 0 = off)")
     add_threads_argument(g)
 
 
 def relocalizer_config_from_args(args: argparse.Namespace):  # -> RelocalizerConfig (lazy import)
     """The RelocalizerConfig of the shared relocalizer flags."""
     from kd3d_core.localization.config import RelocalizerConfig
+    from kd3d_core.localization.roll import roll_retry_angles
 
     return RelocalizerConfig(
         min_confidence=args.min_confidence, max_correspondences=args.max_correspondences, ransac=args.ransac,
         solver=args.solver, reprojection_threshold_px=args.threshold, ransac_iterations=args.iterations,
-        refine=args.refine, min_inliers=args.min_inliers)
+        refine=args.refine, min_inliers=args.min_inliers, roll_retry_deg=roll_retry_angles(args.roll_retry))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

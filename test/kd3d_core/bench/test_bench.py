@@ -61,10 +61,21 @@ def test_robustness_rows_cover_every_variant_and_method(report_files: tuple[dict
     for row in rows:
         assert row["room"] == "tiny" and row["frames"] == 4
         assert 0 <= row["recall_2cm_2deg"] <= row["recall_5cm_5deg"] <= row["recall_10cm_10deg"] <= 1
+        # wrong fixes are localized frames outside 10 cm / 10 deg
+        assert 0 <= row["wrong"] <= row["localized"] - round(row["recall_10cm_10deg"] * row["frames"])
     summary = {r["method"]: r for r in sections["robustness_summary"]["rows"]}
     assert set(summary) == {"fast", "classical-orb"} and summary["fast"]["rows"] == 4
+    assert summary["fast"]["wrong"] == sum(r["wrong"] for r in rows if r["method"] == "fast")
     fast_rows = [r for r in rows if r["method"] == "fast"]
     assert summary["fast"]["worst_5cm"] == min(r["recall_5cm_5deg"] for r in fast_rows)
+
+
+def test_wrong_fixes_count_localized_frames_beyond_10cm_or_10deg() -> None:
+    from kd3d_core.bench.robustness import wrong_fixes
+
+    inf = float("inf")
+    summary = {"errors_m": [0.01, 0.2, 0.05, inf, 0.09], "errors_deg": [1.0, 1.0, 12.0, inf, 9.9]}
+    assert wrong_fixes(summary) == 2
 
 
 def test_robustness_variants_are_validated() -> None:
