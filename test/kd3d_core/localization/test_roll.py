@@ -113,3 +113,17 @@ def test_no_retry_for_refused_images(fast_room):
     est = Relocalizer(Counting()).localize(np.full_like(frame.load_rgb(), 128), frame.K)
     assert not est.success and calls == []
     assert dataclasses.replace(est).roll_retry_deg == 0.0
+
+
+def test_roll_retry_flag_sets_both_directions():
+    import argparse
+
+    from kd3d_core.commands.localize import add_relocalizer_arguments, relocalizer_config_from_args
+
+    p = argparse.ArgumentParser()
+    add_relocalizer_arguments(p)
+    assert relocalizer_config_from_args(p.parse_args([])).roll_retry_deg == (20.0, -20.0)
+    assert relocalizer_config_from_args(p.parse_args(["--roll-retry", "15"])).roll_retry_deg == (15.0, -15.0)
+    assert relocalizer_config_from_args(p.parse_args(["--roll-retry", "0"])).roll_retry_deg == ()
+    with pytest.raises(ConfigError, match="roll_retry_deg"):
+        relocalizer_config_from_args(p.parse_args(["--roll-retry", "200"]))
