@@ -137,9 +137,10 @@ class _Tracks(NamedTuple):
     track: np.ndarray   # (O,) track id 0..T-1
 
 
-def build_tracks(feats: Sequence[_Features], matches: dict[tuple[int, int], np.ndarray]) -> _Tracks:
-    """Chain pairwise matches into tracks (connected components); tracks seeing a frame twice are dropped."""
-    offset = np.concatenate([[0], np.cumsum([len(f.uv) for f in feats])])
+def build_tracks(uv_per_frame: Sequence[np.ndarray], matches: dict[tuple[int, int], np.ndarray]) -> _Tracks:
+    """Chain pairwise matches (keypoint indices of frames a, b) into tracks (connected components); tracks seeing
+    a frame twice are dropped."""
+    offset = np.concatenate([[0], np.cumsum([len(uv) for uv in uv_per_frame])]).astype(np.int64)
     rows = [offset[a] + m[:, 0] for (a, _), m in matches.items()]
     cols = [offset[b] + m[:, 1] for (_, b), m in matches.items()]
     n = int(offset[-1])
@@ -147,14 +148,14 @@ def build_tracks(feats: Sequence[_Features], matches: dict[tuple[int, int], np.n
         return _Tracks(np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0, np.int64))
     r, c = np.concatenate(rows), np.concatenate(cols)
     _, label = connected_components(sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n)), directed=False)
-    frame_of = np.repeat(np.arange(len(feats)), np.diff(offset))
+    frame_of = np.repeat(np.arange(len(uv_per_frame)), np.diff(offset))
     size = np.bincount(label)
     node = np.flatnonzero(size[label] >= 2)
-    key = label[node] * len(feats) + frame_of[node]
+    key = label[node].astype(np.int64) * len(uv_per_frame) + frame_of[node]
     dup = np.bincount(key)[key] > 1 if len(key) else np.zeros(0, bool)
     bad = np.unique(label[node[dup]])
     node = node[~np.isin(label[node], bad)]
-    uv = np.concatenate([f.uv for f in feats])[node]
+    uv = np.concatenate(list(uv_per_frame))[node]
     _, track = np.unique(label[node], return_inverse=True)
     return _Tracks(frame_of[node], uv, track)
 
@@ -234,30 +235,36 @@ def find_anchors(load_rgb: Callable[[int], np.ndarray], K_N33: np.ndarray, world
     n = len(world_T_cam)
     if len(K_N33) != n:
         raise Kd3dError(f"depth anchors: {len(K_N33)} intrinsics for {n} frames")
-    posed = [k for k in range(n) if world_T_cam[k] is not None]
-    empty = _Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32))
-    feats = [detect(load_rgb(k), config) if world_T_cam[k] is not None else empty for k in range(n)]
+    uv: list[np.ndarray] = []
+    recent: dict[int, _Features] = {}  # descriptors of the last `window` frames only (memory stays flat)
     matches = {}
-    for a in posed:
-        for b in range(a + 1, min(n, a + config.window + 1)):
-            if world_T_cam[b] is None:
-                continue
-            m = match_mutual(feats[a], feats[b], config)
+    for b in range(n):
+        if world_T_cam[b] is None:
+            uv.append(np.zeros((0, 2)))
+            continue
+        fb = detect(load_rgb(b), config)
+        uv.append(fb.uv)
+        for a, fa in recent.items():
+            m = match_mutual(fa, fb, config)
             if len(m):
                 b_T_a = invert_pose(world_T_cam[b]) @ world_T_cam[a]
-                dist = epipolar_distance(feats[a].uv[m[:, 0]], feats[b].uv[m[:, 1]], K_N33[a], K_N33[b], b_T_a)
-                m = m[dist <= config.epipolar_px]
+                m = m[epipolar_distance(fa.uv[m[:, 0]], fb.uv[m[:, 1]], K_N33[a], K_N33[b], b_T_a)
+                      <= config.epipolar_px]
             if len(m):
                 matches[(a, b)] = m
-    tracks = build_tracks(feats, matches)
+        recent[b] = fb
+        recent = {a: f for a, f in recent.items() if a > b - config.window}
+    tracks = build_tracks(uv, matches)
     if not len(tracks.track):
         return [None] * n
     poses = [T if T is not None else np.eye(4) for T in world_T_cam]
     keep, z, sigma = triangulate(tracks, np.asarray(K_N33, np.float64), poses, config)
-    out: list[DepthAnchors | None] = []
-    for k in range(n):
-        sel = keep & (tracks.frame == k)
-        out.append(DepthAnchors(tracks.uv[sel], z[sel], sigma[sel]) if sel.any() else None)
+    out: list[DepthAnchors | None] = [None] * n
+    kept = np.flatnonzero(keep)
+    kept = kept[np.argsort(tracks.frame[kept], kind="stable")]
+    frames, starts = np.unique(tracks.frame[kept], return_index=True)
+    for k, sel in zip(frames.tolist(), np.split(kept, starts[1:])):
+        out[k] = DepthAnchors(tracks.uv[sel], z[sel], sigma[sel])
     return out
 
 

@@ -108,10 +108,10 @@ def test_matches_are_mutual_and_pass_the_ratio_test():
 
 
 def test_tracks_seeing_one_frame_twice_are_dropped():
-    feats = [_Features(np.zeros((3, 2)), np.zeros((3, 128), np.float32)) for _ in range(3)]
+    uv = [np.zeros((3, 2)) for _ in range(3)]
     matches = {(0, 1): np.array([[0, 0], [1, 1]]), (1, 2): np.array([[0, 0], [1, 1]]),
                (0, 2): np.array([[0, 0], [1, 2]])}  # the track of keypoint 1 meets frame 2 twice
-    tracks = build_tracks(feats, matches)
+    tracks = build_tracks(uv, matches)
     assert tracks.track.max() == 0 and sorted(tracks.frame.tolist()) == [0, 1, 2]
 
 
