@@ -48,7 +48,8 @@ def test_exact_correspondences_give_exact_pose(rng):
     assert min(t.predict_ms, t.select_ms, t.pnp_ms, t.refine_ms) >= 0 and t.total_ms > 0
 
 
-@pytest.mark.parametrize("ransac", [RansacMethod.RANSAC, RansacMethod.USAC_DEFAULT, RansacMethod.USAC_ACCURATE])
+@pytest.mark.parametrize("ransac", [RansacMethod.RANSAC, RansacMethod.USAC_DEFAULT, RansacMethod.USAC_FAST,
+                                    RansacMethod.USAC_ACCURATE])
 def test_noise_and_outliers(rng, ransac):
     """2 cm point noise and 40 % gross outliers: within 3 cm / 1 degree on all of several cameras."""
     relocalizer_cfg = RelocalizerConfig(ransac=ransac)
