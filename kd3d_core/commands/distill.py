@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from kd3d_core.commands import add_overwrite_argument, refuse_existing
-from kd3d_core.commands.simulated import add_simulated_arguments, simulated_config
+from kd3d_core.commands.simulated import (add_depth_correction_argument, add_simulated_arguments, align_config,
+                                          simulated_config)
 from kd3d_core.commands.train import add_training_arguments, config_for_student, report, report_fast
 from kd3d_core.errors import ConfigError
 
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tea.add_argument("--label-size", default=None, help="label resolution WxH (default: the training --size)")
     tea.add_argument("--relabel", action="store_true", help="teach again even if complete labels exist")
     add_simulated_arguments(p)
+    add_depth_correction_argument(p)
     add_training_arguments(p)
     p.set_defaults(handler=run)
 
@@ -74,7 +76,8 @@ def build_config(args: argparse.Namespace):
                               stride=args.stride, overwrite=args.overwrite, progress=not args.quiet)
     teacher = TeacherKind(teacher_of(args))
     label_size = parse_size(args.label_size) if args.label_size else args.size
-    teach = TeachConfig(teacher=teacher, label_size=label_size, dust3r=Dust3rConfig(checkpoint=args.checkpoint),
+    teach = TeachConfig(teacher=teacher, label_size=label_size,
+                        dust3r=Dust3rConfig(checkpoint=args.checkpoint, align=align_config(args)),
                         simulated=simulated_config(args), progress=not args.quiet)
     return DistillConfig(scene=Path(scene), out=args.out, train=config_for_student(args, args.out), teach=teach,
                          ingest=ingest, reuse_labels=not args.relabel)

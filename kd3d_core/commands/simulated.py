@@ -22,6 +22,23 @@ def add_simulated_arguments(p: argparse.ArgumentParser) -> None:
                    help="ignore the scene's poses (pure monocular: arbitrary scale and frame)")
 
 
+def add_depth_correction_argument(p: argparse.ArgumentParser) -> None:
+    """--no-depth-correction (DUSt3R teachers: real and simulated)."""
+    p.add_argument("--no-depth-correction", action="store_true",
+                   help="DUSt3R teachers: do not correct the pointmaps' depth with points triangulated from the "
+                        "frames' known poses (kd3d_core.alignment.depth_correction; on by default when the scene "
+                        "has poses and a calibrated K)")
+
+
+def align_config(args: argparse.Namespace, **changes):
+    """AlignConfig of the DUSt3R teachers from the flags (and any other field changes)."""
+    from kd3d_core.alignment.solve import AlignConfig
+
+    if getattr(args, "no_depth_correction", False):
+        changes["depth_correction"] = None
+    return AlignConfig(**changes)
+
+
 def simulated_config(args: argparse.Namespace):
     """SimulatedDust3rConfig from the flags."""
     from kd3d_core.errors import ConfigError

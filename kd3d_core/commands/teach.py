@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from kd3d_core.commands import add_quiet_argument, add_threads_argument
-from kd3d_core.commands.simulated import add_simulated_arguments, simulated_config
+from kd3d_core.commands.simulated import (add_depth_correction_argument, add_simulated_arguments, align_config,
+                                          simulated_config)
 from kd3d_core.errors import ConfigError
 
 
@@ -47,6 +48,7 @@ def register(subparsers) -> None:
     p.add_argument("--estimate-focal", action="store_true", help="ignore the scene's K; estimate focal length")
     p.add_argument("--min-conf", type=float, default=1.5, help="DUSt3R confidence below which pixels get no label")
     add_simulated_arguments(p)
+    add_depth_correction_argument(p)
     add_threads_argument(p)
     add_quiet_argument(p)
     p.set_defaults(handler=run)
@@ -54,7 +56,6 @@ def register(subparsers) -> None:
 
 def build_config(args: argparse.Namespace):
     """Frozen TeachConfig from the parsed flags."""
-    from kd3d_core.alignment.solve import AlignConfig
     from kd3d_core.teachers import DeviceChoice, Dust3rConfig, PairGraphConfig, TeachConfig, TeacherKind
 
     if args.batch < 1 or args.window < 1:
@@ -63,7 +64,8 @@ def build_config(args: argparse.Namespace):
                             loop=args.loop, complete=args.complete)
     dust3r = Dust3rConfig(checkpoint=args.checkpoint, size=args.size, batch=args.batch,
                           device=DeviceChoice(args.device), amp=not args.no_amp,
-                          use_known_K=not args.estimate_focal, pairs=pairs, align=AlignConfig(min_conf=args.min_conf))
+                          use_known_K=not args.estimate_focal, pairs=pairs,
+                          align=align_config(args, min_conf=args.min_conf))
     from kd3d_core.commands.distill import teacher_of
 
     return TeachConfig(teacher=TeacherKind(teacher_of(args)), labels_dir=args.labels_dir, label_size=args.label_size,
