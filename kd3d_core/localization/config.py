@@ -44,16 +44,15 @@ class RelocalizerConfig:
     """Everything that changes how one frame is localized.
 
     Defaults were picked by measurement on dense stride-8 correspondences at 640x480 (36 cameras, 0.5-4 cm
-    point noise, 30-70 % gross outliers, 2048 correspondences, 2 shared CPU cores): USAC (DEFAULT) + LM refinement
+    point noise, 30-70 % gross outliers, 2048 correspondences, 2 shared CPU cores): USAC_DEFAULT + LM refinement
     + one inlier re-selection round reached 89 % within 2 cm / 2 deg and 97 % within 5 cm / 5 deg at a 12 px
     threshold (97 % / 100 % at 16 px) in about a third of the time of USAC_ACCURATE, while classic RANSAC with
     any minimal solver (P3P, AP3P, SQPnP, EPnP) was both slower (3-8x) and less accurate (58-75 % within
-    2 cm / 2 deg). 12 px rather than 16 keeps the threshold sane at lower input resolutions. On the fast student's
-    real predictions (one process, the same predictions for every estimator, 640x480 queries) USAC_FAST matched
-    USAC_DEFAULT in 0.72x its PnP time on the office (240 frames: clean, gain x1.6, JPEG q25, noise; 99.2 % within
-    5 cm / 5 deg for both, 96.7 vs 97.1 % within 2 cm / 2 deg, no wrong fixes) and in 0.79x on the low-texture room
-    (180 frames: 35.0 vs 34.4 % within 5 cm / 5 deg, 2 vs 3 wrong fixes); USAC_PARALLEL and PROSAC were slower,
-    200 USAC iterations lost 3 points.
+    2 cm / 2 deg). 12 px rather than 16 keeps the threshold sane at lower input resolutions. USAC_FAST was tried
+    as the default: on the fast student's predictions of 640x480 queries it matched USAC_DEFAULT in 0.72-0.79x the
+    PnP time (office 240 frames, low-texture room 180), but in the robustness bench's 320x240 queries (two runs
+    that differed only in the estimator) it lost frames (living noise 97 -> 90 %, low-texture clean 97 -> 93 % and gain x0.5 20 -> 10 % within 5 cm / 5 deg;
+    bench/results-2026-11-30-cpu2-robustness-eps.md) for ~4 ms of a ~130 ms frame, so USAC_DEFAULT stays.
 
     Attributes:
         min_confidence: cells whose predicted confidence is not above this are dropped.
@@ -116,7 +115,7 @@ class RelocalizerConfig:
     min_confidence: float = 0.0
     max_correspondences: int = 2048
     solver: PnpSolver = PnpSolver.SQPNP
-    ransac: RansacMethod = RansacMethod.USAC_FAST
+    ransac: RansacMethod = RansacMethod.USAC_DEFAULT
     reprojection_threshold_px: float = 12.0
     ransac_iterations: int = 1000
     ransac_confidence: float = 0.9999
