@@ -34,7 +34,6 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from kd3d_core.errors import ConfigError, Kd3dError
 from kd3d_core.localization import Relocalizer, RelocalizerConfig
-from kd3d_core.localization.roll import roll_retry_angles
 from kd3d_core.messages import ModuleFactory, topics, transform_to_matrix
 from kd3d_ros.params import PARAMETERS, NodeConfig, ParamSpec
 from kd3d_ros.pipeline import FramePipeline, FrameResult, Output, TfUnavailable
@@ -103,7 +102,7 @@ def relocalizer_config(config: NodeConfig) -> RelocalizerConfig:
     """The engine's config from the node's: min_inliers, roll_retry_deg, and covariance_inflation unless 0 (kd3d's
     default)."""
     changes: dict[str, Any] = {"min_inliers": config.min_inliers,
-                               "roll_retry_deg": roll_retry_angles(config.roll_retry_deg)}
+                               "roll_retry_deg": config.roll_retry_deg}
     if config.covariance_inflation > 0:
         changes["covariance_inflation"] = config.covariance_inflation
     return RelocalizerConfig(**changes)

@@ -36,12 +36,11 @@ def add_relocalizer_arguments(p: argparse.ArgumentParser) -> None:
 def relocalizer_config_from_args(args: argparse.Namespace):  # -> RelocalizerConfig (lazy import)
     """The RelocalizerConfig of the shared relocalizer flags."""
     from kd3d_core.localization.config import RelocalizerConfig
-    from kd3d_core.localization.roll import roll_retry_angles
 
     return RelocalizerConfig(
         min_confidence=args.min_confidence, max_correspondences=args.max_correspondences, ransac=args.ransac,
         solver=args.solver, reprojection_threshold_px=args.threshold, ransac_iterations=args.iterations,
-        refine=args.refine, min_inliers=args.min_inliers, roll_retry_deg=roll_retry_angles(args.roll_retry))
+        refine=args.refine, min_inliers=args.min_inliers, roll_retry_deg=args.roll_retry)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -98,7 +98,7 @@ class RelocalizerConfig:
         roll_retry_deg: a frame lost upright (no pose, or one that failed the inlier checks) is tried again on
             the image turned back by each of these angles about the optical axis, in order, until one localizes
             (kd3d_core.localization.roll). Each retry costs one more network pass, on lost frames only; () turns
-            it off. The fast student's memory holds upright mapping views; on the office room's query walk rolled
+            it off; one number d means (d, -d) and 0 means (). The fast student's memory holds upright mapping views; on the office room's query walk rolled
             +-20 deg it localized 60 % within 5 cm / 5 deg upright (bench robustness run of f231590).
 
     The image gates refuse only frames with nothing to localize on; everything else goes to the network and is
@@ -138,12 +138,15 @@ class RelocalizerConfig:
     min_intensity_std: float = 2.0
     min_textured_fraction: float = 0.0
     texture_gradient: float = 8.0
-    roll_retry_deg: tuple[float, ...] = (20.0, -20.0)
+    roll_retry_deg: tuple[float, ...] | float = (20.0, -20.0)
 
     def __post_init__(self) -> None:
         coerce_enum_fields(self, {"solver": PnpSolver, "ransac": RansacMethod, "refine": RefineMethod}, "relocalizer")
         try:
-            object.__setattr__(self, "roll_retry_deg", tuple(float(a) for a in self.roll_retry_deg))
+            angles = self.roll_retry_deg
+            if isinstance(angles, (int, float)) and not isinstance(angles, bool):
+                angles = (float(angles), -float(angles)) if angles else ()  # one number d: +d and -d; 0: off
+            object.__setattr__(self, "roll_retry_deg", tuple(float(a) for a in angles))
         except (TypeError, ValueError) as err:
             raise ConfigError(f"relocalizer config: roll_retry_deg must be a list of angles in degrees, got "
                               f"{self.roll_retry_deg!r}") from err

@@ -18,12 +18,6 @@ import numpy as np
 from kd3d_core.prediction import ScenePrediction
 
 
-def roll_retry_angles(degrees: float) -> tuple[float, ...]:
-    """RelocalizerConfig.roll_retry_deg for one angle (`--roll-retry`, the node's `roll_retry_deg`): (+d, -d), or ()
-    for 0."""
-    return (float(degrees), -float(degrees)) if degrees else ()
-
-
 def roll_homography(K: np.ndarray, angle_deg: float) -> np.ndarray:
     """H (3x3) taking pixels of the real camera to pixels of the same camera rolled by angle_deg about its
     optical axis (positive: the image content turns clockwise on screen, x right and y down)."""

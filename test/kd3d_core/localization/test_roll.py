@@ -62,7 +62,9 @@ def test_rolled_view_pixels_follow_the_homography():
 
 def test_config_checks_roll_angles():
     assert RelocalizerConfig(roll_retry_deg=[15, -15]).roll_retry_deg == (15.0, -15.0)
-    for bad in ([0.0], [float("nan")], [180.0], ["left"], 5):
+    assert RelocalizerConfig(roll_retry_deg=25).roll_retry_deg == (25.0, -25.0)
+    assert RelocalizerConfig(roll_retry_deg=0.0).roll_retry_deg == ()
+    for bad in ([0.0], [float("nan")], [180.0], ["left"], "20", True, float("inf")):
         with pytest.raises(ConfigError, match="roll_retry_deg"):
             RelocalizerConfig(roll_retry_deg=bad)
 
