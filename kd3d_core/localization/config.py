@@ -51,8 +51,9 @@ class RelocalizerConfig:
     2 cm / 2 deg). 12 px rather than 16 keeps the threshold sane at lower input resolutions. USAC_FAST was tried
     as the default: on the fast student's predictions of 640x480 queries it matched USAC_DEFAULT in 0.72-0.79x the
     PnP time (office 240 frames, low-texture room 180), but in the robustness bench's 320x240 queries (two runs
-    that differed only in the estimator) it lost frames (living noise 97 -> 90 %, low-texture clean 97 -> 93 % and gain x0.5 20 -> 10 % within 5 cm / 5 deg;
-    bench/results-2026-11-30-cpu2-robustness-eps.md) for ~4 ms of a ~130 ms frame, so USAC_DEFAULT stays.
+    that differed only in the estimator) it lost frames (living noise 97 -> 90 %, low-texture clean 97 -> 93 %
+    and gain x0.5 20 -> 10 % within 5 cm / 5 deg; bench/results-2026-11-30-cpu2-robustness-eps.md against
+    -robustness-v2.md) for ~4 ms of a ~130 ms frame, so USAC_DEFAULT stays.
 
     Attributes:
         min_confidence: cells whose predicted confidence is not above this are dropped.
@@ -98,8 +99,10 @@ class RelocalizerConfig:
         roll_retry_deg: a frame lost upright (no pose, or one that failed the inlier checks) is tried again on
             the image turned back by each of these angles about the optical axis, in order, until one localizes
             (kd3d_core.localization.roll). Each retry costs one more network pass, on lost frames only; () turns
-            it off; one number d means (d, -d) and 0 means (). The fast student's memory holds upright mapping views; on the office room's query walk rolled
-            +-20 deg it localized 60 % within 5 cm / 5 deg upright (bench robustness run of f231590).
+            it off; one number d means (d, -d) and 0 means (). The fast student's memory holds upright mapping
+            views: on the office room's query walk rolled +-20 deg (60 frames at 640x480) it localized 47 % within
+            5 cm / 5 deg upright and 98 % with the retry, no wrong pose; in the robustness bench (320x240) the
+            rolled rows went 60 -> 93 % (office) and 50 -> 93 % (living).
 
     The image gates refuse only frames with nothing to localize on; everything else goes to the network and is
     judged by its inliers. Measured on 360 real query frames of seven synthetic rooms (320x240) and the

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 from enum import Enum
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -86,8 +86,11 @@ class FastConfig:
             units: 0.05 is a local standard deviation of ~3 grey levels). Measured side by side (300 mapping / 60
             query frames at 640x480, 5 cm / 5 deg): the low-texture room's clean queries 93 % at 0.1 -> 100 % at
             0.05 (2 cm / 2 deg 70 -> 88 %); the office within two frames of 60 on every row (clean, gain x0.5 /
-            x1.6, dimmed lights, noise, JPEG q25, motion blur; 5 cm / 5 deg identical). 0.03 was as good on the low-texture room but lost a
-            frame on the office's gain x1.6 and JPEG rows.
+            x1.6, dimmed lights, noise, JPEG q25, motion blur; 5 cm / 5 deg identical). 0.03 was as good on the
+            low-texture room but lost a frame on the office's gain x1.6 and JPEG rows. The robustness bench, both
+            floors in one run (bench/results-2026-11-30-cpu2-robustness-eps.md, 14 variants): low-texture room
+            42.8 -> 55.7 % mean within 5 cm / 5 deg and 22 -> 4 wrong fixes, office 98.1 -> 98.6 %, living 93.6 ->
+            92.6 %; at 2 cm / 2 deg the office lost 3 points (83.6 -> 80.5 %).
         lcn_blur: smooth the image with a 5-tap binomial filter before LCN. LCN divides by the local contrast, so
             in flat regions sensor noise and JPEG artefacts are what it amplifies; measured on the office room
             (30 query frames at 320x240): Gaussian noise sigma 8 47 % -> 100 % within 5 cm / 5 deg, JPEG q25

@@ -177,8 +177,10 @@ def config_from_dict(config_cls: type, data: dict, *, partial: bool = False) -> 
         raise ConfigError(f"{config_cls.__name__} has no option(s) {', '.join(unknown)}; "
                           f"options: {', '.join(sorted(names))}")
     # Options added after model files were written: an older file lacks them and means the value that reproduces
-    # its behaviour (the config class's ADDED_LATER), which need not be today's default.
-    data = {**getattr(config_cls, "ADDED_LATER", {}), **data}
+    # its behaviour (the config class's ADDED_LATER), which need not be today's default. Partial configs (CLI
+    # options) get today's defaults instead.
+    if not partial:
+        data = {**getattr(config_cls, "ADDED_LATER", {}), **data}
     missing = sorted(names - set(data))
     if missing and not partial:
         raise ConfigError(f"{config_cls.__name__} is missing option(s) {', '.join(missing)}")

@@ -90,6 +90,21 @@ def test_model_files_without_later_options_mean_the_old_behaviour():
         config_from_dict(FastConfig, {k: v for k, v in data.items() if k != "lcn_eps"})
 
 
+def test_added_later_applies_to_files_not_to_cli_options():
+    """ADDED_LATER fills a file's missing option with its old meaning; partial (CLI) configs keep the default."""
+    import dataclasses as dc
+    from typing import ClassVar
+
+    @dc.dataclass(frozen=True)
+    class Cfg:
+        width: int = 8
+        smooth: bool = True
+        ADDED_LATER: ClassVar[dict] = {"smooth": False}
+
+    assert config_from_dict(Cfg, {"width": 4}) == Cfg(4, False)
+    assert config_from_dict(Cfg, {"width": 4}, partial=True) == Cfg(4, True)
+
+
 def test_the_encoder_sees_through_a_global_gain_only_with_lcn():
     x = torch.rand(1, 3, 64, 64)
     for norm, expect_same in (("lcn", True), ("none", False)):
