@@ -389,3 +389,13 @@ def test_covariance_inflation_is_passed_to_the_library():
     assert default.covariance_inflation == RelocalizerConfig().covariance_inflation and default.min_inliers == 40
     given = relocalizer_config(NodeConfig.from_values({"model_path": "m", "covariance_inflation": 2.5}))
     assert given.covariance_inflation == 2.5
+
+
+def test_roll_retry_is_passed_to_the_library():
+    from kd3d_ros.params import NodeConfig
+    from kd3d_ros.relocalizer_node import relocalizer_config
+
+    assert relocalizer_config(NodeConfig.from_values({"model_path": "m"})).roll_retry_deg == (20.0, -20.0)
+    assert relocalizer_config(NodeConfig.from_values({"model_path": "m", "roll_retry_deg": 15.0})).roll_retry_deg \
+        == (15.0, -15.0)
+    assert relocalizer_config(NodeConfig.from_values({"model_path": "m", "roll_retry_deg": 0.0})).roll_retry_deg == ()
