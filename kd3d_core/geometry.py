@@ -22,6 +22,12 @@ def make_pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return T
 
 
+def rotation_z(angle_rad: float) -> np.ndarray:
+    """3x3 rotation by angle_rad about z (for a camera frame: a roll about the optical axis)."""
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
 def invert_pose(a_T_b: np.ndarray) -> np.ndarray:
     """Invert a rigid 4x4 pose without a general matrix inverse."""
     R = a_T_b[:3, :3]

@@ -34,7 +34,7 @@ def align_config(args: argparse.Namespace, **changes):
     """AlignConfig of the DUSt3R teachers from the flags (and any other field changes)."""
     from kd3d_core.alignment.solve import AlignConfig
 
-    if getattr(args, "no_depth_correction", False):
+    if args.no_depth_correction:
         changes["depth_correction"] = None
     return AlignConfig(**changes)
 

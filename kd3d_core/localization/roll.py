@@ -15,17 +15,15 @@ import math
 import cv2
 import numpy as np
 
+from kd3d_core.geometry import rotation_z
 from kd3d_core.prediction import ScenePrediction
 
 
 def roll_homography(K: np.ndarray, angle_deg: float) -> np.ndarray:
     """H (3x3) taking pixels of the real camera to pixels of the same camera rolled by angle_deg about its
     optical axis (positive: the image content turns clockwise on screen, x right and y down)."""
-    a = math.radians(angle_deg)
-    c, s = math.cos(a), math.sin(a)
-    R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     K = np.asarray(K, np.float64)
-    return K @ R @ np.linalg.inv(K)
+    return K @ rotation_z(math.radians(angle_deg)) @ np.linalg.inv(K)
 
 
 def rolled_view(rgb_HW3: np.ndarray, K: np.ndarray, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from kd3d_core.errors import ConfigError
+from kd3d_core.geometry import rotation_z
 from kd3d_core.synth.room import Lighting, Room
 
 
@@ -108,10 +109,8 @@ def change_poses(poses: list[np.ndarray], change: SceneChange) -> list[np.ndarra
     if change is SceneChange.ROLL:
         out = []
         for i, pose in enumerate(poses):
-            a = np.radians(20.0 if i % 2 == 0 else -20.0)
-            roll = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
             p = pose.copy()
-            p[:3, :3] = pose[:3, :3] @ roll  # about the optical axis (z)
+            p[:3, :3] = pose[:3, :3] @ rotation_z(np.radians(20.0 if i % 2 == 0 else -20.0))  # about the optical axis
             out.append(p)
         return out
     if change is SceneChange.LOWER:
