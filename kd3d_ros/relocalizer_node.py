@@ -13,6 +13,7 @@ diagnostics run on the executor's threads meanwhile.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
@@ -349,24 +351,60 @@ def warn_on_world_frame(node: Node, relocalizer: Relocalizer, config: NodeConfig
 
 
 def spin(node: Node) -> int:
-    """Spin `node` on two threads until shutdown (SIGINT / SIGTERM), then clean up; returns 0."""
+    """Spin `node` on two threads until SIGINT / SIGTERM or an external shutdown, then clean up; returns 0.
+
+    The order is ours, not rclpy's: its own signal handler shuts the context down (and finalises logging) at once,
+    from another thread, while our worker may be publishing or logging a frame's results -- a race that crashed
+    the process once (SIGSEGV at Ctrl-C). Here a signal only sets a flag; the main loop then stops the worker
+    (a frame in flight finishes), destroys the node and only then shuts the context down.
+    """
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
+    stop = threading.Event()
+    previous = _catch_stop_signals(stop)
     try:
-        executor.spin()
+        while not stop.is_set() and rclpy.ok(context=node.context):
+            executor.spin_once(timeout_sec=_SPIN_PERIOD_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         executor.shutdown()
-        node.destroy_node()
+        node.destroy_node()  # stops the worker (a frame in flight finishes) while the context is still up
         rclpy.try_shutdown()
+        _restore_signals(previous)
     return 0
 
 
+_SPIN_PERIOD_S = 0.2  # how soon the main loop notices a stop signal
+
+
+def _catch_stop_signals(stop: threading.Event) -> dict:
+    """SIGINT and SIGTERM set `stop` (main thread only; elsewhere nothing changes); a second one gets the old
+    handler (a second Ctrl-C interrupts a clean-up that hangs). Returns the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        del frame
+        stop.set()
+        signal.signal(signum, previous[signum])
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, on_signal)
+    return previous
+
+
+def _restore_signals(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 def init_ros(args: list[str] | None) -> bool:
-    """rclpy.init; False (after one FATAL line) when the command line's ROS arguments are wrong."""
+    """rclpy.init without rclpy's signal handlers (spin handles SIGINT / SIGTERM in order); False (after one
+    FATAL line) when the command line's ROS arguments are wrong."""
     try:
-        rclpy.init(args=args)
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except RuntimeError as err:  # e.g. UnknownROSArgsError: `-p name:=value` outside --ros-args, a typo
         get_logger(NODE_NAME).fatal(f"bad ROS arguments: {err}")
         return False

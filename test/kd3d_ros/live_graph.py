@@ -73,16 +73,17 @@ class NodeProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"the node exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
 
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGINT (Ctrl-C, as `ros2 run` forwards it), wait, and return the exit code (kill after `timeout`)."""
+    def stop(self, timeout: float = 20.0, sig: int = signal.SIGINT) -> int:
+        """SIGINT (Ctrl-C, as `ros2 run` forwards it) or `sig`, wait, and return the exit code (kill after
+        `timeout`)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-                raise AssertionError(f"the node ignored SIGINT for {timeout} s:\n{self.output()[-3000:]}") from None
+                raise AssertionError(f"the node ignored signal {sig} for {timeout} s:\n{self.output()[-3000:]}") from None
         self._log_file.close()
         return self.proc.returncode
 

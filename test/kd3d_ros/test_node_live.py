@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
 import numpy as np
@@ -375,6 +376,21 @@ def test_compressed_images_at_three_times_capacity_keep_latency_bounded(jpeg, li
     assert figures["latency_ms_p90"] < 4 * per_frame_ms + 500, figures
     assert max(r.t for r in outputs) - last_sent < 2.0, figures  # nothing left over once the camera stops
     assert figures["median_translation_cm"] < 15, figures
+
+
+def test_sigterm_while_busy_stops_the_node_cleanly(jpeg, live_room):
+    """SIGTERM (what `ros2 launch` sends after SIGINT) arrives while frames stream in faster than the node runs:
+    the worker finishes its frame and stops before the context goes down, and the process exits 0."""
+    node, probe = jpeg
+    messages = _camera_messages(live_room, compressed=True)
+    for i in range(6):
+        probe.send(*messages[i % len(messages)], time.time_ns())
+        time.sleep(0.05)
+    node.check_alive()
+    code = node.stop(sig=signal.SIGTERM)
+    output = node.output()
+    assert code == 0, output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
 
 
 # --------------------------------------------------------------------------------- managed node
