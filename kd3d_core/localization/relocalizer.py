@@ -24,6 +24,7 @@ from kd3d_core.localization.correspondences import (
     undistort_pixels,
     validate_prediction,
 )
+from kd3d_core.localization.guided import CONVERGED_M, guided_correspondences, guided_ratio_bar
 from kd3d_core.localization.pnp import pose_covariance, ransac_pnp, refine_pose, reprojection_errors
 from kd3d_core.localization.result import FailureReason, ImageStats, PoseEstimate, StageTimings
 from kd3d_core.localization.roll import rolled_view, unroll_prediction
@@ -107,7 +108,9 @@ class Relocalizer:
                                        stamp_ns=stamp_ns, world_frame=frame, image=stats), None
         predict_ms = _ms(t0)
         size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
-        estimate = self.localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)
+        estimate, hypothesis = self._localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)
+        if hypothesis is not None and self.config.guided_candidates:
+            estimate = self._guided_retry(prediction, K, dist_coeffs, stamp_ns, estimate, hypothesis, size_wh)
         if not estimate.success and estimate.failure in _RETRY_ROLLED:
             estimate, prediction = self._retry_rolled(rgb_HW3, K, dist_coeffs, stamp_ns, estimate, prediction)
         return dataclasses.replace(estimate, image=stats), prediction
@@ -166,12 +169,18 @@ class Relocalizer:
         `size_wh` is the input image's size (for the inliers' coverage of the image); None takes the extent of
         the prediction's pixel grid.
         """
+        return self._localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)[0]
+
+    def _localize_prediction(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
+                             stamp_ns: int | None, predict_ms: float,
+                             size_wh: tuple[int, int] | None) -> tuple[PoseEstimate, np.ndarray | None]:
+        """localize_prediction, plus the pose hypothesis of a failure that PnP got a pose for (else None)."""
         frame, cfg = self.world_frame, self.config
         t0 = time.perf_counter()
         problem = validate_prediction(prediction)
         if problem:
             return PoseEstimate.failed(FailureReason.BAD_PREDICTION, problem, StageTimings(predict_ms, _ms(t0)),
-                                       stamp_ns=stamp_ns, world_frame=frame)
+                                       stamp_ns=stamp_ns, world_frame=frame), None
         K = np.asarray(K, np.float64)
         corr = select_correspondences(prediction, cfg.min_confidence, cfg.max_correspondences, self._tie_breaker)
         uv = undistort_pixels(corr.uv_N2, K, dist_coeffs)
@@ -182,20 +191,26 @@ class Relocalizer:
         if n < max(cfg.min_inliers, 4):
             return PoseEstimate.failed(
                 FailureReason.TOO_FEW_CORRESPONDENCES, f"{n} usable correspondences, need {cfg.min_inliers}",
-                StageTimings(predict_ms, select_ms), correspondences=n, stamp_ns=stamp_ns, world_frame=frame)
+                StageTimings(predict_ms, select_ms), correspondences=n, stamp_ns=stamp_ns, world_frame=frame), None
         if size_wh is None:
             size_wh = _grid_extent(prediction)
         return self._solve(corr, K, StageTimings(predict_ms, select_ms), stamp_ns, size_wh)
 
     def _solve(self, corr: Correspondences, K: np.ndarray, timings: StageTimings, stamp_ns: int | None,
-               size_wh: tuple[int, int]) -> PoseEstimate:
-        cfg, frame, n = self.config, self.world_frame, len(corr.points_N3)
+               size_wh: tuple[int, int], cfg: RelocalizerConfig | None = None,
+               ratio_of: int | None = None) -> tuple[PoseEstimate, np.ndarray | None]:
+        """PnP-RANSAC, refinement, covariance and the inlier checks; also the pose hypothesis when only the checks
+        failed. `ratio_of`: what the inlier ratio is taken of (default: the correspondences); `cfg` overrides
+        the relocalizer's config (the guided second chance's bar)."""
+        cfg, frame = cfg or self.config, self.world_frame
+        n = len(corr.points_N3) if ratio_of is None else ratio_of
         t0 = time.perf_counter()
         found = ransac_pnp(corr.points_N3, corr.uv_N2, K, cfg)
         timings = StageTimings(timings.predict_ms, timings.select_ms, _ms(t0))
         if found is None:
-            return PoseEstimate.failed(FailureReason.PNP_FAILED, f"PnP-RANSAC found no pose from {n} points",
-                                       timings, correspondences=n, stamp_ns=stamp_ns, world_frame=frame)
+            return PoseEstimate.failed(FailureReason.PNP_FAILED,
+                                       f"PnP-RANSAC found no pose from {len(corr.points_N3)} points",
+                                       timings, correspondences=n, stamp_ns=stamp_ns, world_frame=frame), None
         t0 = time.perf_counter()
         pose, inliers = refine_pose(corr.points_N3, corr.uv_N2, K, found[0], found[1], cfg)
         errors = reprojection_errors(corr.points_N3[inliers], corr.uv_N2[inliers], K, pose)
@@ -205,16 +220,74 @@ class Relocalizer:
         stats = inlier_stats(corr.uv_N2[inliers], corr.conf_N[inliers], n, size_wh, covariance)
         timings = StageTimings(timings.predict_ms, timings.select_ms, timings.pnp_ms, _ms(t0))
         failure = check_inliers(len(inliers), n, stats, cfg)
+        hypothesis = world_T_cam if failure is not None and is_valid_pose(world_T_cam) else None
         if failure is None and (not is_valid_pose(world_T_cam) or covariance is None
                                 or not np.all(np.isfinite(errors))):
             failure = FailureReason.DEGENERATE_POSE, "pose or its covariance is not finite / well conditioned"
         if failure is not None:
             return PoseEstimate.failed(failure[0], failure[1], timings, correspondences=n, inliers=len(inliers),
-                                       stamp_ns=stamp_ns, world_frame=frame, inlier_stats=stats)
+                                       stamp_ns=stamp_ns, world_frame=frame, inlier_stats=stats), hypothesis
         rmse = float(np.sqrt(np.mean(np.square(errors))))
         return PoseEstimate(success=True, world_T_cam=world_T_cam, covariance_6x6=covariance, inliers=len(inliers),
                             correspondences=n, reprojection_rmse_px=rmse, timings=timings, stamp_ns=stamp_ns,
-                            world_frame=frame, inlier_stats=stats)
+                            world_frame=frame, inlier_stats=stats), None
+
+    def _guided_retry(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
+                      stamp_ns: int | None, lost: PoseEstimate, hypothesis: np.ndarray,
+                      size_wh: tuple[int, int]) -> PoseEstimate:
+        """The guided second chance (kd3d_core.localization.guided) from the hypothesis of a failed frame.
+
+        Returns the guided estimate when it passes the checks with the guided inlier-ratio bar (of the cells;
+        guided_ratio_bar), else the original failure. Its search and rounds count in the select and pnp times.
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        bar = guided_ratio_bar(cfg.guided_candidates, cfg.reprojection_threshold_px, size_wh,
+                               max(cfg.min_inlier_ratio, cfg.guided_min_inlier_ratio))
+        if bar >= 1.0:  # an image so small that chance alone would explain any guided pose
+            return lost
+        try:
+            got = getattr(self.predictor, "memory_candidates", lambda k: None)(cfg.guided_candidates)
+        except Exception:  # noqa: BLE001 - a second chance that cannot run leaves the first answer
+            got = None
+        cells = prediction.conf_hw.size
+        if got is None or got[0].shape[0] != cells:
+            return lost
+        points_Nk3, sims_Nk = got
+        uv = undistort_pixels(prediction.uv_hw2.reshape(-1, 2), np.asarray(K, np.float64), dist_coeffs)
+        K = np.asarray(K, np.float64)
+        gate_px = 2.0 * cfg.reprojection_threshold_px
+        world_T_cam = hypothesis
+        for _ in range(cfg.guided_rounds - 1):  # the last round is the judged one (_solve below)
+            corr = guided_correspondences(points_Nk3, sims_Nk, uv, K, world_T_cam, gate_px)
+            found = ransac_pnp(corr.points_N3, corr.uv_N2, K, cfg) if len(corr.points_N3) >= cfg.min_inliers else None
+            if found is None:
+                return _with_extra_time(lost, t0)
+            pose, _ = refine_pose(corr.points_N3, corr.uv_N2, K, found[0], found[1], cfg)
+            R, _ = cv2.Rodrigues(pose.rvec)
+            moved = world_T_cam
+            world_T_cam = invert_pose(make_pose(R, pose.tvec))
+            if not is_valid_pose(world_T_cam):
+                return _with_extra_time(lost, t0)
+            if np.linalg.norm(world_T_cam[:3, 3] - moved[:3, 3]) < CONVERGED_M:
+                break
+        corr = guided_correspondences(points_Nk3, sims_Nk, uv, K, world_T_cam, gate_px)
+        if len(corr.points_N3) < max(cfg.min_inliers, 4):
+            return _with_extra_time(lost, t0)
+        spent = lost.timings.select_ms + lost.timings.pnp_ms + lost.timings.refine_ms + _ms(t0)
+        guided_cfg = dataclasses.replace(cfg, min_inlier_ratio=bar)
+        estimate, _ = self._solve(corr, K, StageTimings(lost.timings.predict_ms, spent), stamp_ns, size_wh,
+                                  guided_cfg, ratio_of=cells)
+        if not estimate.success:
+            return dataclasses.replace(lost, timings=dataclasses.replace(
+                lost.timings, select_ms=lost.timings.select_ms + estimate.timings.total_ms - lost.timings.total_ms))
+        return dataclasses.replace(estimate, guided=True)
+
+
+def _with_extra_time(lost: PoseEstimate, t0: float) -> PoseEstimate:
+    """The original failure, with the time a second chance spent added to its select stage."""
+    return dataclasses.replace(lost, timings=dataclasses.replace(lost.timings,
+                                                                 select_ms=lost.timings.select_ms + _ms(t0)))
 
 
 def _model_input_size(predictor: object) -> tuple[int, int] | None:

@@ -98,6 +98,7 @@ class PoseEstimate:
         inlier_stats: how well the inliers support the pose (None when PnP did not get that far).
         roll_retry_deg: the angle the image was turned back by when the upright image was lost and a turned one
             localized (RelocalizerConfig.roll_retry_deg); 0 for the upright image.
+        guided: the pose came from the guided second chance (RelocalizerConfig.guided_candidates).
     """
 
     success: bool
@@ -114,6 +115,7 @@ class PoseEstimate:
     image: ImageStats | None = None
     inlier_stats: InlierStats | None = None
     roll_retry_deg: float = 0.0
+    guided: bool = False
 
     @property
     def inlier_ratio(self) -> float:

@@ -339,6 +339,7 @@ class KnnHead(nn.Module):
         self.register_buffer("centroids", torch.zeros(config.knn_lists, config.knn_dim))
         self.register_buffer("offsets", torch.zeros(config.knn_lists + 1, dtype=torch.long))
         self._cache: dict[str, tuple] = {}
+        self.last_query: torch.Tensor | None = None
 
     @torch.no_grad()
     def store(self, keys_Nd: torch.Tensor, points_N3: torch.Tensor, generator: torch.Generator | None = None) -> None:
@@ -405,7 +406,6 @@ class KnnHead(nn.Module):
         # it does one product and one max; merging the probes per cell is vectorised (_best_of_probes).
         z_pairs = z[torch.arange(n, device=z.device).repeat_interleave(probe)[order]]
         ends = torch.bincount(lists, minlength=k).cumsum(0).tolist()
-        offsets = self.offsets.tolist()
         sim_P = torch.full((n * probe,), -2.0, device=z.device)
         idx_P = torch.zeros(n * probe, dtype=torch.long, device=z.device)
         start = 0
@@ -434,8 +434,38 @@ class KnnHead(nn.Module):
         z = F.normalize(features_NC.float() @ self.proj - self.shift, dim=-1)
         # Export (tracing) records one fixed graph: only the exhaustive search traces correctly.
         exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if not exporting:
+            self.last_query = z  # for `candidates` (the relocalizer's guided second chance on the same frame)
         sim, idx = self._inverted(z) if self.probe > 0 and not exporting else self._exhaustive(z)
         return self._expanded("points")[idx], sim
+
+    @torch.no_grad()
+    def candidates(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k most similar stored cells of each query row among its probed lists (all lists with
+        knn_probe 0): normalised points (N, k, 3) and cosine similarities (N, k), best first; slots beyond the
+        probed keys have similarity -2."""
+        n, lists_k = z.shape[0], self.centroids.shape[0]
+        probe = min(self.probe, lists_k) if self.probe > 0 else lists_k
+        key_lists = self._key_lists()
+        lists_NP = (z @ self.centroids.T).topk(probe, dim=1).indices
+        lists = lists_NP.reshape(-1)
+        order = torch.argsort(lists)
+        z_pairs = z[torch.arange(n, device=z.device).repeat_interleave(probe)[order]]
+        ends = torch.bincount(lists, minlength=lists_k).cumsum(0).tolist()
+        sim_Pk = torch.full((n * probe, k), -2.0, device=z.device)
+        idx_Pk = torch.zeros(n * probe, k, dtype=torch.long, device=z.device)
+        start = 0
+        for c, end in enumerate(ends):
+            if end > start and key_lists[c] is not None:
+                kk = min(k, key_lists[c].shape[1])
+                torch.topk(z_pairs[start:end] @ key_lists[c], kk, dim=1,
+                           out=(sim_Pk[start:end, :kk], idx_Pk[start:end, :kk]))
+            start = end
+        idx_Pk += self.offsets[lists[order]][:, None]
+        sim_N = torch.empty_like(sim_Pk).index_copy_(0, order, sim_Pk).reshape(n, probe * k)
+        idx_N = torch.empty_like(idx_Pk).index_copy_(0, order, idx_Pk).reshape(n, probe * k)
+        sim_Nk, pick = sim_N.topk(min(k, probe * k), dim=1)
+        return self._expanded("points")[idx_N.gather(1, pick)], sim_Nk
 
     def forward(self, features_BChw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised points B3hw and confidence Bhw in [0, 1]."""

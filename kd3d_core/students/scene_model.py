@@ -60,6 +60,7 @@ class SceneModel:
             self._input_13HW = torch.empty((1, 3, h, w), dtype=torch.float32, device=self.device)
         self._cells_hw2 = cell_centres((w, h), meta.output_stride)
         self._uv_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._knn_head: nn.Module | None | bool = False  # found on first use
 
     def uv_grid(self, image_size_wh: tuple[int, int]) -> np.ndarray:
         """Input-image pixel (u, v) of every output cell, for an image of (w, h); cached, read-only."""
@@ -89,6 +90,26 @@ class SceneModel:
             points, conf = self.module(self._input_13HW)
             out_hw4 = torch.cat([points[0], conf], dim=0).permute(1, 2, 0).cpu().numpy()
         return ScenePrediction(points_hw3=out_hw4[..., :3], conf_hw=out_hw4[..., 3], uv_hw2=self.uv_grid((w, h)))
+
+    def memory_candidates(self, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """For the cells of the last `predict`: the k most similar memory cells' world points (h*w, k, 3) and
+        their cosine similarities (h*w, k), best first (similarity -2: no candidate). None when the model has
+        no feature memory (a regression head) or has not predicted yet. Not for concurrent use: it reads the
+        memory's record of the last query."""
+        head = self._memory_head()
+        if head is None or head.last_query is None:
+            return None
+        with torch.inference_mode():
+            points, sims = head.candidates(head.last_query, k)
+            world = points.float() * self.module.coord_scale + self.module.coord_mean.view(1, 1, 3)
+        return world.cpu().numpy(), sims.cpu().numpy()
+
+    def _memory_head(self) -> nn.Module | None:
+        from kd3d_core.students.fast import KnnHead  # here: fast.py registers itself through the registry
+
+        if self._knn_head is False:
+            self._knn_head = next((m for m in self.module.modules() if isinstance(m, KnnHead)), None)
+        return self._knn_head
 
     def forward_batch(self, images_B3HW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Batched forward for evaluation: uint8 or float (0..255) RGB at the input size -> world points, conf."""
