@@ -119,6 +119,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "A frame lost upright is retried on the image turned back by +/- this angle about the optical axis "
               "(cameras that roll); costs one network pass per try on lost frames only (0 = off).",
               min_value=0.0, max_value=90.0),
+    ParamSpec("guided_candidates", 8,
+              "A frame whose pose fails the inlier checks gets a guided second chance: each cell's match is "
+              "re-chosen among this many most similar memory cells under the failed pose, and PnP runs again "
+              "(fast student only; on such frames only; 0 = off).", min_value=0, max_value=64),
     ParamSpec("threads", 1,
               "Torch CPU threads for the model, set once at start-up (0 = kd3d's policy: OMP_NUM_THREADS, else half "
               "the cores). One thread is fastest on a busy robot CPU: parallel regions wait for threads other "
@@ -157,6 +161,7 @@ class NodeConfig:
     relocalize_timeout: float
     covariance_inflation: float
     roll_retry_deg: float
+    guided_candidates: int
     threads: int
     diagnostics_period: float
 

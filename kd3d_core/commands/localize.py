@@ -30,6 +30,9 @@ def add_relocalizer_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--roll-retry", type=float, default=abs(d.roll_retry_deg[0]) if d.roll_retry_deg else 0.0,
                    metavar="DEG", help="retry a lost frame on the image turned back by +DEG and -DEG about the "
                                        "optical axis (rolled cameras; default %(default)s, 0 = off)")
+    g.add_argument("--guided", type=int, default=d.guided_candidates, metavar="K",
+                   help="a frame whose pose fails the inlier checks gets a guided second chance among each cell's K "
+                        "most similar memory cells (fast student; default %(default)s, 0 = off)")
     add_threads_argument(g)
 
 
@@ -40,7 +43,8 @@ def relocalizer_config_from_args(args: argparse.Namespace):  # -> RelocalizerCon
     return RelocalizerConfig(
         min_confidence=args.min_confidence, max_correspondences=args.max_correspondences, ransac=args.ransac,
         solver=args.solver, reprojection_threshold_px=args.threshold, ransac_iterations=args.iterations,
-        refine=args.refine, min_inliers=args.min_inliers, roll_retry_deg=args.roll_retry)
+        refine=args.refine, min_inliers=args.min_inliers, roll_retry_deg=args.roll_retry,
+        guided_candidates=args.guided)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -399,3 +399,13 @@ def test_roll_retry_is_passed_to_the_library():
     assert relocalizer_config(NodeConfig.from_values({"model_path": "m", "roll_retry_deg": 15.0})).roll_retry_deg \
         == (15.0, -15.0)
     assert relocalizer_config(NodeConfig.from_values({"model_path": "m", "roll_retry_deg": 0.0})).roll_retry_deg == ()
+
+
+def test_guided_candidates_are_passed_to_the_library():
+    from kd3d_ros.params import NodeConfig
+    from kd3d_ros.relocalizer_node import relocalizer_config
+
+    assert relocalizer_config(NodeConfig.from_values({"model_path": "m"})).guided_candidates == 8
+    assert relocalizer_config(NodeConfig.from_values({"model_path": "m", "guided_candidates": 0})).guided_candidates == 0
+    with pytest.raises(ConfigError, match="guided_candidates"):
+        NodeConfig.from_values({"model_path": "m", "guided_candidates": 100})

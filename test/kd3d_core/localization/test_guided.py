@@ -149,3 +149,16 @@ def test_a_model_without_memory_keeps_the_first_answer(fast_room):
         est = relocalizer.localize(rgb, frame.K)
         assert not est.guided
         assert est.success or est.failure is not None
+
+
+def test_guided_flag_reaches_the_config():
+    import argparse
+
+    from kd3d_core.commands.localize import add_relocalizer_arguments, relocalizer_config_from_args
+
+    p = argparse.ArgumentParser()
+    add_relocalizer_arguments(p)
+    assert relocalizer_config_from_args(p.parse_args([])).guided_candidates == 8
+    assert relocalizer_config_from_args(p.parse_args(["--guided", "0"])).guided_candidates == 0
+    with pytest.raises(ConfigError, match="guided_candidates"):
+        relocalizer_config_from_args(p.parse_args(["--guided", "-3"]))
