@@ -238,7 +238,8 @@ class Relocalizer:
         """The guided second chance (kd3d_core.localization.guided) from the hypothesis of a failed frame.
 
         Returns the guided estimate when it passes the checks with the guided inlier-ratio bar (of the cells;
-        guided_ratio_bar), else the original failure. Its search and rounds count in the select and pnp times.
+        guided_ratio_bar) and its inliers' RMS reprojection error is within guided_max_rmse of the inlier
+        threshold, else the original failure. Its search and rounds count in the select and pnp times.
         """
         cfg = self.config
         t0 = time.perf_counter()
@@ -278,7 +279,8 @@ class Relocalizer:
         guided_cfg = dataclasses.replace(cfg, min_inlier_ratio=bar)
         estimate, _ = self._solve(corr, K, StageTimings(lost.timings.predict_ms, spent), stamp_ns, size_wh,
                                   guided_cfg, ratio_of=cells)
-        if not estimate.success:
+        rmse_bar = cfg.guided_max_rmse * cfg.reprojection_threshold_px
+        if not estimate.success or estimate.reprojection_rmse_px > rmse_bar:
             return dataclasses.replace(lost, timings=dataclasses.replace(
                 lost.timings, select_ms=lost.timings.select_ms + estimate.timings.total_ms - lost.timings.total_ms))
         return dataclasses.replace(estimate, guided=True)
