@@ -395,17 +395,11 @@ class KnnHead(nn.Module):
         return best_sim, best_idx
 
     def _inverted(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n, k = z.shape[0], self.centroids.shape[0]
-        probe = min(self.probe, k)
+        n, probe = z.shape[0], min(self.probe, self.centroids.shape[0])
         key_lists = self._key_lists()
-        lists_NP = (z @ self.centroids.T).topk(probe, dim=1).indices
-        lists = lists_NP.reshape(-1)
-        order = torch.argsort(lists)
-        # (cell, probed list) pairs grouped by list: each list's queries are one contiguous slice (a view) and its
-        # best match goes into the pairs' slots. The per-list loop is the hot path (~K iterations per frame), so
-        # it does one product and one max; merging the probes per cell is vectorised (_best_of_probes).
-        z_pairs = z[torch.arange(n, device=z.device).repeat_interleave(probe)[order]]
-        ends = torch.bincount(lists, minlength=k).cumsum(0).tolist()
+        # The per-list loop is the hot path (~K iterations per frame), so it does one product and one max;
+        # merging the probes per cell is vectorised (_best_of_probes).
+        lists_NP, lists, order, z_pairs, ends = self._probe_pairs(z, probe)
         sim_P = torch.full((n * probe,), -2.0, device=z.device)
         idx_P = torch.zeros(n * probe, dtype=torch.long, device=z.device)
         start = 0
@@ -416,6 +410,18 @@ class KnnHead(nn.Module):
             start = end
         idx_P += self.offsets[lists[order]]
         return _best_of_probes(sim_P, idx_P, order, lists_NP)
+
+    def _probe_pairs(self, z: torch.Tensor, probe: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                   torch.Tensor, list[int]]:
+        """Each row's `probe` most similar lists, as (row, list) pairs grouped by list: each list's queries are then
+        one contiguous slice (a view). Returns the lists per row (N, probe), the pairs' lists, the grouping order,
+        the pairs' query rows in that order and each list's end in it."""
+        lists_NP = (z @ self.centroids.T).topk(probe, dim=1).indices
+        lists = lists_NP.reshape(-1)
+        order = torch.argsort(lists)
+        z_pairs = z[torch.arange(z.shape[0], device=z.device).repeat_interleave(probe)[order]]
+        ends = torch.bincount(lists, minlength=self.centroids.shape[0]).cumsum(0).tolist()
+        return lists_NP, lists, order, z_pairs, ends
 
     def _key_lists(self) -> list[torch.Tensor | None]:
         """Per inverted-file list, its float keys transposed into one contiguous (d, size) block (None for an empty
@@ -447,11 +453,7 @@ class KnnHead(nn.Module):
         n, lists_k = z.shape[0], self.centroids.shape[0]
         probe = min(self.probe, lists_k) if self.probe > 0 else lists_k
         key_lists = self._key_lists()
-        lists_NP = (z @ self.centroids.T).topk(probe, dim=1).indices
-        lists = lists_NP.reshape(-1)
-        order = torch.argsort(lists)
-        z_pairs = z[torch.arange(n, device=z.device).repeat_interleave(probe)[order]]
-        ends = torch.bincount(lists, minlength=lists_k).cumsum(0).tolist()
+        lists_NP, lists, order, z_pairs, ends = self._probe_pairs(z, probe)
         sim_Pk = torch.full((n * probe, k), -2.0, device=z.device)
         idx_Pk = torch.zeros(n * probe, k, dtype=torch.long, device=z.device)
         start = 0
