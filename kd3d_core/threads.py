@@ -11,6 +11,10 @@ So kd3d leaves half the cores to the rest of the machine by default:
 * else max(1, usable cores // 2).
 
 On an otherwise idle machine `--threads $(nproc)` gives PyTorch's own default (all cores).
+
+One exception: with one torch thread, the fast student's memory lookup shares its list scan with one helper
+thread (KnnHead._share): its small matrix products never used torch's threads, and chunks are handed out one at
+a time, so a busy second core costs nothing measurable (0.96-0.99x) while an idle one saves 8-14 %.
 """
 from __future__ import annotations
 

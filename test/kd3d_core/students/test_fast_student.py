@@ -221,30 +221,31 @@ def test_binomial_blur_keeps_constants_and_halves_noise():
 
 def test_inverted_file_search_finds_the_best_key_of_the_probed_lists():
     """The per-list scan: probing every list equals exhaustive search; probing some finds, per cell, the most
-    similar key among its probed lists' keys (a plain reference); re-storing keys refreshes the list blocks."""
+    similar key among its probed lists' keys (a plain reference); re-storing keys refreshes the list blocks; the
+    scan shared with the helper thread (64 lists: 4 chunks) gives the same answers as the calling thread alone."""
     from kd3d_core.training.fast import spherical_kmeans
     from kd3d_core.students.fast import KnnHead
 
     gen = torch.Generator().manual_seed(3)
-    cfg = FastConfig(feature_dim=8, knn_dim=8, knn_size=2000, knn_lists=16, knn_probe=3, knn_pq=0)
+    cfg = FastConfig(feature_dim=8, knn_dim=8, knn_size=2000, knn_lists=64, knn_probe=3, knn_pq=0)
     head = KnnHead(cfg)
     head.proj.copy_(torch.eye(8))
 
     def fill() -> None:
         keys = torch.nn.functional.normalize(torch.randn(2000, 8, generator=gen), dim=-1)
-        centroids, assign = spherical_kmeans(keys, 16, gen)
+        centroids, assign = spherical_kmeans(keys, 64, gen)
         order = torch.argsort(assign)
         head.store(keys[order], torch.rand(2000, 3, generator=gen), gen)
         head.centroids.copy_(centroids)
         head.offsets.copy_(torch.cat([torch.zeros(1, dtype=torch.long),
-                                      torch.bincount(assign, minlength=16).cumsum(0)]))
+                                      torch.bincount(assign, minlength=64).cumsum(0)]))
 
     fill()
     z = torch.nn.functional.normalize(torch.randn(300, 8, generator=gen), dim=-1)
     for _ in range(2):  # the second round runs on new keys: cached list blocks must not be reused
         keys = head._float_keys()
         sims = z @ keys.T
-        head.probe = 16
+        head.probe = 64
         sim_all, idx_all = head._inverted(z)
         best_sim, best_idx = sims.max(dim=1)
         assert torch.equal(idx_all, best_idx) and torch.allclose(sim_all, best_sim, atol=1e-6)
@@ -256,4 +257,12 @@ def test_inverted_file_search_finds_the_best_key_of_the_probed_lists():
         ref_sim, ref_idx = sims.masked_fill(~allowed, -2.0).max(dim=1)
         assert torch.equal(idx_p, ref_idx) and torch.allclose(sim_p, ref_sim, atol=1e-6)
         assert bool((sim_p <= sim_all + 1e-6).all()) and float((idx_p == idx_all).float().mean()) > 0.5
+        head.share_scan = False  # the scan on the calling thread alone gives the very same answer
+        alone = head._inverted(z)
+        assert torch.equal(alone[0], sim_p) and torch.equal(alone[1], idx_p)
+        cand_alone = head.candidates(z, 4)
+        head.share_scan = True
+        cand_shared = head.candidates(z, 4)
+        assert torch.equal(cand_alone[0], cand_shared[0]) and torch.equal(cand_alone[1], cand_shared[1])
+        assert torch.equal(cand_shared[1][:, 0], sim_p)  # the best candidate is the nearest neighbour
         fill()
