@@ -110,7 +110,10 @@ class Relocalizer:
         size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
         estimate, hypothesis = self._localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)
         if hypothesis is not None and self.config.guided_candidates:
-            estimate = self._guided_retry(prediction, K, dist_coeffs, stamp_ns, estimate, hypothesis, size_wh)
+            try:
+                estimate = self._guided_retry(prediction, K, dist_coeffs, stamp_ns, estimate, hypothesis, size_wh)
+            except Exception:  # noqa: BLE001 - a second chance that cannot run leaves the first answer
+                pass
         if not estimate.success and estimate.failure in _RETRY_ROLLED:
             estimate, prediction = self._retry_rolled(rgb_HW3, K, dist_coeffs, stamp_ns, estimate, prediction)
         return dataclasses.replace(estimate, image=stats), prediction

@@ -163,3 +163,26 @@ def test_guided_flag_reaches_the_config():
     assert relocalizer_config_from_args(p.parse_args(["--guided", "0"])).guided_candidates == 0
     with pytest.raises(ConfigError, match="guided_candidates"):
         relocalizer_config_from_args(p.parse_args(["--guided", "-3"]))
+
+
+def test_a_failing_memory_leaves_the_first_answer(fast_room):
+    """The second chance must never take a frame (or the node) down: a memory that raises is ignored."""
+
+    class BrokenMemory:
+        world_frame = "map"
+
+        def __init__(self, model):
+            self.model = model
+
+        def predict(self, rgb):
+            return self.model.predict(rgb)
+
+        def memory_candidates(self, k):
+            raise RuntimeError("memory went away")
+
+    model = load_scene_model(fast_room.model_path, "cpu")
+    relocalizer = Relocalizer(BrokenMemory(model), RelocalizerConfig(roll_retry_deg=(), reprojection_threshold_px=6.0))
+    for frame in open_scene(fast_room.root).split(Split.QUERY):
+        rgb, _ = rolled_view(frame.load_rgb(), frame.K, 25.0)
+        est = relocalizer.localize(rgb, frame.K)
+        assert not est.guided and (est.success or est.failure is not None)
