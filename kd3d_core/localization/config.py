@@ -108,15 +108,16 @@ class RelocalizerConfig:
             chance (kd3d_core.localization.guided): per cell the fast student's memory returns this many most
             similar stored cells, the one that reprojects closest under the hypothesis is kept, PnP-RANSAC runs
             again on those, and the pose is re-guided up to guided_rounds times while it moves. Needs a model
-            with a feature memory (the fast student's kNN head); 0 turns it off. Measured (bench rooms, 14 query
-            variants, 30 frames each, upright only): office 13 and living 34 of 420 frames failed the checks
-            with a hypothesis; guided, 8 resp. 24 of them passed, 30 within 5 cm / 5 deg and none off by more
-            than 8.1 cm (among them hypotheses 0.5-2 m off that converged), while every second pose that stayed
-            wrong (> 10 cm) had a guided inlier ratio <= 0.074.
-        guided_min_inlier_ratio: the inlier ratio (inliers / cells with candidates) a guided pose needs; the
-            other inlier checks are the usual ones. Guided poses measured 0.14-0.26 when right and <= 0.074 when
-            wrong (above); choosing among k candidates per cell lets a wrong pose collect more chance inliers
-            than one nearest neighbour does, hence a bar above min_inlier_ratio.
+            with a feature memory (the fast student's kNN head); 0 turns it off. Robustness bench (14 query
+            variants x 30 frames per room, bench/results-2026-11-30-cpu2-robustness-v3.md): living room 94.0 ->
+            96.9 % within 5 cm / 5 deg (JPEG q25 63 -> 87 %, gain x1.6 77 -> 87 %), low-texture room 56.7 -> 58.6 %,
+            office unchanged, wrong fixes 3 -> 2; on rooms of another seed, not used to choose the bars, living
+            95.9 -> 98.5 % and low-texture 54.1 -> 55.6 % (9 photometric variants), no wrong pose either way.
+        guided_min_inlier_ratio: the least inlier ratio (inliers / cells with candidates) a guided pose needs; the
+            bar rises to 2.5x what chance alone would give (guided_ratio_bar) on small images. The other inlier
+            checks are the usual ones. Measured (bench rooms, every guided pose accepted): right poses 0.14-0.31;
+            far-off wrong ones <= 0.13; in the low-texture room poses 10-50 cm off reached 0.26, which only the
+            RMS bar (guided_max_rmse) catches.
         guided_rounds: at most this many guided PnP rounds (stops earlier once the camera moves < 5 mm).
         guided_max_rmse: a guided pose's inliers must reproject with an RMS error of at most this fraction of
             reprojection_threshold_px. Inliers that merely fill the tolerance disk by chance have an RMS of about
