@@ -6,7 +6,8 @@ check. The right match of a cell is then frequently among its k most similar mem
 Under the hypothesis, the candidate that reprojects closest to the cell is kept (if within a gate), PnP-RANSAC
 runs again on those, and the loop repeats with the new pose while it moves. A wrong hypothesis rarely finds
 consistent candidates, so it stays weak; the relocalizer judges the result by the usual checks with a higher
-inlier-ratio bar (RelocalizerConfig.guided_min_inlier_ratio).
+inlier-ratio bar (guided_ratio_bar) and a bound on the inliers' RMS reprojection error (chance inliers fill the
+tolerance disk; RelocalizerConfig.guided_max_rmse).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def guided_ratio_bar(candidates: int, threshold_px: float, size_wh: tuple[int, i
     """The inlier ratio a guided pose needs: at least `floor`, and CHANCE_MARGIN times the fraction of cells
     that a wrong pose would count as inliers by chance: each of a cell's k candidates lands within the inlier
     radius with probability pi r^2 / (w h). Measured at 320x240 (k 8, r 12 px, chance 0.047): guided poses that
-    stayed wrong reached 0.074 (1.6x chance), right ones 0.14-0.26. On a 160x120 image chance is 0.19 and a
+    stayed far off reached 0.13 (2.8x chance; the RMS bar catches those), right ones 0.14-0.31. On a 160x120 image chance is 0.19 and a
     guided pose 3 m off passed a fixed 0.12 bar; this bar (0.47) keeps such small images out."""
     w, h = size_wh
     chance = min(1.0, candidates * math.pi * threshold_px ** 2 / max(1.0, float(w * h)))
