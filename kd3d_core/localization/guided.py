@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from kd3d_core.geometry import invert_pose
+from kd3d_core.geometry import invert_pose, project_points
 from kd3d_core.localization.correspondences import Correspondences
 
 # Rounds stop once the camera moved less than this between two rounds (metres).
@@ -28,8 +28,9 @@ def guided_ratio_bar(candidates: int, threshold_px: float, size_wh: tuple[int, i
     """The inlier ratio a guided pose needs: at least `floor`, and CHANCE_MARGIN times the fraction of cells
     that a wrong pose would count as inliers by chance: each of a cell's k candidates lands within the inlier
     radius with probability pi r^2 / (w h). Measured at 320x240 (k 8, r 12 px, chance 0.047): guided poses that
-    stayed far off reached 0.13 (2.8x chance; the RMS bar catches those), right ones 0.14-0.31. On a 160x120 image chance is 0.19 and a
-    guided pose 3 m off passed a fixed 0.12 bar; this bar (0.47) keeps such small images out."""
+    stayed far off reached 0.13 (2.8x chance; the RMS bar catches those), right ones 0.14-0.31. On a 160x120
+    image chance is 0.19 and a guided pose 3 m off passed a fixed 0.12 bar; this bar (0.47) keeps such small
+    images out."""
     w, h = size_wh
     chance = min(1.0, candidates * math.pi * threshold_px ** 2 / max(1.0, float(w * h)))
     return max(floor, CHANCE_MARGIN * chance)
@@ -51,12 +52,10 @@ def guided_correspondences(points_Nk3: np.ndarray, sims_Nk: np.ndarray, uv_N2: n
         Correspondences (float32 points and pixels, confidence = (similarity + 1) / 2) of the cells kept, most
         confident first.
     """
-    cam_T_world = invert_pose(world_T_cam)
-    cam = points_Nk3.astype(np.float64) @ cam_T_world[:3, :3].T + cam_T_world[:3, 3]
-    z = cam[..., 2]
-    proj = cam @ np.asarray(K, np.float64).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = proj[..., :2] / z[..., None]
+    n, k = sims_Nk.shape
+    uv, z = project_points(K, invert_pose(world_T_cam), points_Nk3.reshape(-1, 3).astype(np.float64))
+    uv, z = uv.reshape(n, k, 2), z.reshape(n, k)
+    with np.errstate(invalid="ignore"):
         dist = np.linalg.norm(uv - uv_N2[:, None, :].astype(np.float64), axis=-1)
     dist[~(z > 1e-3) | (sims_Nk <= -1.5) | ~np.isfinite(dist)] = np.inf
     best = dist.argmin(axis=1)

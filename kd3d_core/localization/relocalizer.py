@@ -258,8 +258,8 @@ class Relocalizer:
         if got is None or got[0].shape[0] != cells:
             return lost
         points_Nk3, sims_Nk = got
-        uv = undistort_pixels(prediction.uv_hw2.reshape(-1, 2), np.asarray(K, np.float64), dist_coeffs)
         K = np.asarray(K, np.float64)
+        uv = undistort_pixels(prediction.uv_hw2.reshape(-1, 2), K, dist_coeffs)
         gate_px = 2.0 * cfg.reprojection_threshold_px
         world_T_cam = hypothesis
         for _ in range(cfg.guided_rounds - 1):  # the last round is the judged one (_solve below)

@@ -408,21 +408,18 @@ class KnnHead(nn.Module):
         sim_P = torch.full((n * probe,), -2.0, device=z.device)
         idx_P = torch.zeros(n * probe, dtype=torch.long, device=z.device)
 
-        def scan(c0: int, c1: int) -> None:
-            start = ends[c0 - 1] if c0 else 0
-            for c in range(c0, c1):
-                end = ends[c]
-                # max(out=) writes into the pairs' slots (no temporary, no copy: fewer ops in a loop run ~K times)
-                if end > start and key_lists[c] is not None:
-                    torch.max(z_pairs[start:end] @ key_lists[c], 1, out=(sim_P[start:end], idx_P[start:end]))
-                start = end
+        def best(c: int, start: int, end: int) -> None:
+            # max(out=) writes into the pairs' slots (no temporary, no copy: fewer ops in a loop run ~K times)
+            torch.max(z_pairs[start:end] @ key_lists[c], 1, out=(sim_P[start:end], idx_P[start:end]))
 
-        self._share(scan, len(ends))
+        self._share(best, ends, key_lists)
         idx_P += self.offsets[lists[order]]
         return _best_of_probes(sim_P, idx_P, order, lists_NP)
 
-    def _share(self, scan: Callable[[int, int], None], lists: int) -> None:
-        """Run scan(c0, c1) over every list, in chunks of SCAN_CHUNK lists; with one torch thread (kd3d's default)
+    def _share(self, body: Callable[[int, int, int], None], ends: list[int],
+               key_lists: list[torch.Tensor | None]) -> None:
+        """Call body(c, start, end) for every list c that has keys and probing pairs (pairs start:end, grouped by
+        list as _probe_pairs orders them), in chunks of SCAN_CHUNK lists; with one torch thread (kd3d's default)
         and a second usable core, a helper thread takes chunks too.
 
         The scan's products are too small for torch's own threads, so with one torch thread the second core sat
@@ -432,11 +429,16 @@ class KnnHead(nn.Module):
         (0.92x); with one core kept busy 0.99x and 0.96x. With more torch threads each Python thread would start
         its own OpenMP team (measured slower), so the scan then stays on the calling thread.
         """
+        lists = len(ends)
         chunks = iter(range(0, lists, SCAN_CHUNK))  # next() on it is atomic (GIL): each chunk is taken once
 
         def work() -> None:
             for c0 in chunks:
-                scan(c0, min(c0 + SCAN_CHUNK, lists))
+                start = ends[c0 - 1] if c0 else 0
+                for c in range(c0, min(c0 + SCAN_CHUNK, lists)):
+                    if ends[c] > start and key_lists[c] is not None:
+                        body(c, start, ends[c])
+                    start = ends[c]
 
         helper = _scan_helper() if self.share_scan and torch.get_num_threads() == 1 else None
         if helper is None:
@@ -498,17 +500,12 @@ class KnnHead(nn.Module):
         sim_Pk = torch.full((n * probe, k), -2.0, device=z.device)
         idx_Pk = torch.zeros(n * probe, k, dtype=torch.long, device=z.device)
 
-        def scan(c0: int, c1: int) -> None:
-            start = ends[c0 - 1] if c0 else 0
-            for c in range(c0, c1):
-                end = ends[c]
-                if end > start and key_lists[c] is not None:
-                    kk = min(k, key_lists[c].shape[1])
-                    torch.topk(z_pairs[start:end] @ key_lists[c], kk, dim=1,
-                               out=(sim_Pk[start:end, :kk], idx_Pk[start:end, :kk]))
-                start = end
+        def top(c: int, start: int, end: int) -> None:
+            kk = min(k, key_lists[c].shape[1])
+            torch.topk(z_pairs[start:end] @ key_lists[c], kk, dim=1,
+                       out=(sim_Pk[start:end, :kk], idx_Pk[start:end, :kk]))
 
-        self._share(scan, len(ends))
+        self._share(top, ends, key_lists)
         idx_Pk += self.offsets[lists[order]][:, None]
         sim_N = torch.empty_like(sim_Pk).index_copy_(0, order, sim_Pk).reshape(n, probe * k)
         idx_N = torch.empty_like(idx_Pk).index_copy_(0, order, idx_Pk).reshape(n, probe * k)
@@ -525,16 +522,16 @@ class KnnHead(nn.Module):
 
 # Inverted-file lists per work item of the list scan (KnnHead._share).
 SCAN_CHUNK = 16
-_HELPER: tuple[int, ThreadPoolExecutor] | None = None
+_HELPER: tuple[int, ThreadPoolExecutor | None] | None = None
 
 
 def _scan_helper() -> ThreadPoolExecutor | None:
-    """One helper thread for the list scan (created on first use, again after a fork); None with one core."""
+    """One helper thread for the list scan (decided and created on first use, again after a fork: a forked
+    child has the pool but not its thread); None with one usable core."""
     global _HELPER
-    if usable_cores() < 2:
-        return None
-    if _HELPER is None or _HELPER[0] != os.getpid():  # a forked child has the pool but not its thread
-        _HELPER = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="kd3d_knn_scan"))
+    if _HELPER is None or _HELPER[0] != os.getpid():
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kd3d_knn_scan") if usable_cores() >= 2 else None
+        _HELPER = (os.getpid(), pool)
     return _HELPER[1]
 
 

@@ -130,19 +130,28 @@ def test_on_a_small_image_chance_alone_sets_the_bar(fast_room):
     assert counts["guided_wrong"] <= counts["plain_wrong"], counts
 
 
+class NoMemory:
+    """A predictor without memory candidates (as an oracle or a regression head): predicts with `model`."""
+
+    world_frame = "map"
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict(self, rgb):
+        return self.model.predict(rgb)
+
+
+class BrokenMemory(NoMemory):
+    """A predictor whose memory raises."""
+
+    def memory_candidates(self, k):
+        raise RuntimeError("memory went away")
+
+
 def test_a_model_without_memory_keeps_the_first_answer(fast_room):
     """A predictor without memory candidates (an oracle, a regression head): the second chance is skipped and
     the frame gets its first answer."""
-
-    class NoMemory:
-        world_frame = "map"
-
-        def __init__(self, model):
-            self.model = model
-
-        def predict(self, rgb):
-            return self.model.predict(rgb)
-
     model = load_scene_model(fast_room.model_path, "cpu")
     relocalizer = Relocalizer(NoMemory(model), RelocalizerConfig(roll_retry_deg=()))
     for frame in open_scene(fast_room.root).split(Split.QUERY):
@@ -167,19 +176,6 @@ def test_guided_flag_reaches_the_config():
 
 def test_a_failing_memory_leaves_the_first_answer(fast_room):
     """The second chance must never take a frame (or the node) down: a memory that raises is ignored."""
-
-    class BrokenMemory:
-        world_frame = "map"
-
-        def __init__(self, model):
-            self.model = model
-
-        def predict(self, rgb):
-            return self.model.predict(rgb)
-
-        def memory_candidates(self, k):
-            raise RuntimeError("memory went away")
-
     model = load_scene_model(fast_room.model_path, "cpu")
     relocalizer = Relocalizer(BrokenMemory(model), RelocalizerConfig(roll_retry_deg=(), reprojection_threshold_px=6.0))
     for frame in open_scene(fast_room.root).split(Split.QUERY):
