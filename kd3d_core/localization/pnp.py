@@ -5,6 +5,7 @@ appears here and the covariance uses the plain pinhole Jacobian.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import cv2
@@ -76,9 +77,11 @@ def reprojection_errors(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray,
 
 def refine_pose(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray, pose: CameraPose,
                 inliers: np.ndarray, config: RelocalizerConfig) -> tuple[CameraPose, np.ndarray]:
-    """Refine on the inliers, then re-select inliers with the refined pose (config.refine_rounds times).
+    """Refine on the inliers, then re-select inliers with the refined pose (config.refine_rounds times); then
+    refine on the core of the inliers (refine_core_fraction of the threshold, refine_core_rounds times).
 
-    Returns the refined pose and its final inlier indices. With RefineMethod.NONE the pose is unchanged.
+    Returns the refined pose and its final inlier indices (within reprojection_threshold_px of the final pose).
+    With RefineMethod.NONE the pose is unchanged.
     """
     if config.refine is RefineMethod.NONE:
         return pose, inliers
@@ -86,13 +89,31 @@ def refine_pose(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray, pose: C
     for round_index in range(config.refine_rounds + 1):
         if len(inliers) < 4:
             break
-        rvec, tvec = refine(points_N3[inliers], uv_N2[inliers], K, None, pose.rvec.copy(), pose.tvec.copy(),
-                            criteria=_REFINE_CRITERIA)
-        pose = CameraPose(rvec.reshape(3, 1), tvec.reshape(3, 1))
+        pose = _refined(refine, points_N3[inliers], uv_N2[inliers], K, pose)
         if round_index < config.refine_rounds:
             errors = reprojection_errors(points_N3, uv_N2, K, pose)
             inliers = np.flatnonzero(errors < config.reprojection_threshold_px)
-    return pose, inliers
+    core_px = config.refine_core_fraction * config.reprojection_threshold_px
+    if core_px <= 0 or config.refine_core_rounds == 0 or len(inliers) < MIN_CORE_POINTS:
+        return pose, inliers
+    # Least squares over every inlier is pulled by the matches that are near but wrong (a neighbouring cell's
+    # point, several pixels off), which the threshold admits by design; the core excludes them.
+    for _ in range(config.refine_core_rounds):
+        core = np.flatnonzero(reprojection_errors(points_N3, uv_N2, K, pose) < core_px)
+        if len(core) < MIN_CORE_POINTS:
+            break
+        pose = _refined(refine, points_N3[core], uv_N2[core], K, pose)
+    return pose, np.flatnonzero(reprojection_errors(points_N3, uv_N2, K, pose) < config.reprojection_threshold_px)
+
+
+# The core refinement needs at least this many points (fewer: the pose of the full inlier refinement stays).
+MIN_CORE_POINTS = 12
+
+
+def _refined(refine: Callable, points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray,
+             pose: CameraPose) -> CameraPose:
+    rvec, tvec = refine(points_N3, uv_N2, K, None, pose.rvec.copy(), pose.tvec.copy(), criteria=_REFINE_CRITERIA)
+    return CameraPose(rvec.reshape(3, 1), tvec.reshape(3, 1))
 
 
 def pose_jacobian(points_N3: np.ndarray, K: np.ndarray, world_T_cam: np.ndarray) -> np.ndarray:

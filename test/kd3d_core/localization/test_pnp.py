@@ -1,0 +1,73 @@
+"""refine_pose: the refinement on the inliers and on their core (near-miss matches inside the threshold)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from localization_cases import K_640, make_case
+
+from kd3d_core.errors import ConfigError
+from kd3d_core.geometry import invert_pose, make_pose
+from kd3d_core.localization.config import RelocalizerConfig
+from kd3d_core.localization.pnp import MIN_CORE_POINTS, CameraPose, refine_pose, reprojection_errors
+
+
+def _near_miss_case(rng: np.random.Generator, near_miss: float = 0.3, same_way: bool = True):
+    """Exact world points, pixels with 0.5 px noise, and a fraction of near misses: pixels pushed 5-10 px
+    (inside the 12 px threshold, as a neighbouring cell's match is), all the same way or each its own."""
+    case = make_case(rng, stride=16)
+    points = case.prediction.points_hw3.reshape(-1, 3).astype(np.float64)
+    uv = case.prediction.uv_hw2.reshape(-1, 2).astype(np.float64) + rng.normal(scale=0.5, size=(len(points), 2))
+    miss = rng.random(len(points)) < near_miss
+    angle = np.full(int(miss.sum()), 0.6435) if same_way else rng.uniform(0, 2 * np.pi, int(miss.sum()))
+    uv[miss] += rng.uniform(5.0, 10.0, size=(int(miss.sum()), 1)) * np.stack([np.cos(angle), np.sin(angle)], 1)
+    cam_T_world = invert_pose(case.world_T_cam)
+    start = CameraPose(cv2.Rodrigues(cam_T_world[:3, :3])[0], cam_T_world[:3, 3].reshape(3, 1))
+    return case, points, uv, miss, start
+
+
+def _position_error(case, pose: CameraPose) -> float:
+    world_T_cam = invert_pose(make_pose(cv2.Rodrigues(pose.rvec)[0], pose.tvec))
+    return float(np.linalg.norm(world_T_cam[:3, 3] - case.world_T_cam[:3, 3]))
+
+
+def test_core_refinement_is_not_pulled_by_near_misses(rng):
+    case, points, uv, miss, start = _near_miss_case(rng)
+    inliers = np.flatnonzero(reprojection_errors(points, uv, K_640, start) < 12.0)
+    assert miss[inliers].sum() > 0.2 * len(inliers)  # the near misses are inside the threshold
+    all_pose, _ = refine_pose(points, uv, K_640, start, inliers, RelocalizerConfig(refine_core_fraction=0.0))
+    core_pose, core_inliers = refine_pose(points, uv, K_640, start, inliers, RelocalizerConfig())
+    all_err, core_err = _position_error(case, all_pose), _position_error(case, core_pose)
+    assert core_err < 0.25 * all_err, (core_err, all_err)
+    # what is returned (and judged) is every inlier within the full threshold of the final pose
+    np.testing.assert_array_equal(core_inliers,
+                                  np.flatnonzero(reprojection_errors(points, uv, K_640, core_pose) < 12.0))
+    assert len(core_inliers) >= 0.95 * len(inliers)
+
+
+def test_core_refinement_needs_enough_core_points(rng):
+    """Every pixel 5-10 px off, each its own way: fewer than MIN_CORE_POINTS in the core, so the full
+    refinement's pose stays."""
+    case, points, uv, miss, start = _near_miss_case(rng, near_miss=1.0, same_way=False)
+    inliers = np.flatnonzero(reprojection_errors(points, uv, K_640, start) < 12.0)
+    plain = RelocalizerConfig(refine_core_fraction=0.0)
+    all_pose, _ = refine_pose(points, uv, K_640, start, inliers, plain)
+    assert np.sum(reprojection_errors(points, uv, K_640, all_pose) < 3.0) < MIN_CORE_POINTS
+    core_pose, _ = refine_pose(points, uv, K_640, start, inliers, RelocalizerConfig())
+    np.testing.assert_array_equal(core_pose.rvec, all_pose.rvec)
+    np.testing.assert_array_equal(core_pose.tvec, all_pose.tvec)
+
+
+def test_core_refinement_off_by_zero_rounds(rng):
+    case, points, uv, miss, start = _near_miss_case(rng)
+    inliers = np.flatnonzero(reprojection_errors(points, uv, K_640, start) < 12.0)
+    a, _ = refine_pose(points, uv, K_640, start, inliers, RelocalizerConfig(refine_core_fraction=0.0))
+    b, _ = refine_pose(points, uv, K_640, start, inliers, RelocalizerConfig(refine_core_rounds=0))
+    np.testing.assert_array_equal(a.tvec, b.tvec)
+
+
+@pytest.mark.parametrize("field, value", [("refine_core_fraction", -0.1), ("refine_core_fraction", 1.5),
+                                          ("refine_core_fraction", float("nan")), ("refine_core_rounds", -1)])
+def test_core_refinement_config_is_checked(field, value):
+    with pytest.raises(ConfigError, match=field):
+        RelocalizerConfig(**{field: value})
