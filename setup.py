@@ -33,9 +33,11 @@ setup(
         "matplotlib>=3.7",
         "pyyaml>=6",
         "torch>=2.1",
+        "onnx>=1.15",  # onnx and onnxruntime: the fast encoder on ONNX Runtime (kd3d_core/students/ort_trunk.py)
+        "onnxruntime>=1.17",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "onnx>=1.15", "onnxruntime>=1.17"],
+        "test": ["pytest>=7", "hypothesis>=6"],
     },
     zip_safe=True,
     maintainer="kd3d team",

@@ -127,6 +127,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "Torch CPU threads for the model, set once at start-up (0 = kd3d's policy: OMP_NUM_THREADS, else half "
               "the cores). One thread is fastest on a busy robot CPU: parallel regions wait for threads other "
               "processes preempt (README 'Threads').", min_value=0, max_value=256),
+    ParamSpec("encoder_backend", "auto",
+              "What runs the fast student's encoder convolutions: auto (ONNX Runtime on a CPU at one torch thread, "
+              "when installed; else PyTorch), torch, or onnxruntime (kd3d_core.students.ort_trunk).",
+              choices=("auto", "torch", "onnxruntime")),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min_value=0.05,
               max_value=60.0),
 )
@@ -163,6 +167,7 @@ class NodeConfig:
     roll_retry_deg: float
     guided_candidates: int
     threads: int
+    encoder_backend: str
     diagnostics_period: float
 
     @classmethod

@@ -117,7 +117,7 @@ def load_relocalizer(config: NodeConfig) -> Relocalizer:
 
     apply_threads(config.threads or None)
     try:
-        model = load_scene_model(config.model_path, config.device.value)
+        model = load_scene_model(config.model_path, config.device.value, config.encoder_backend)
     except (RuntimeError, AssertionError, OSError) as err:  # e.g. device "cuda" on a machine without CUDA
         raise ConfigError(f"cannot load {config.model_path} on device {config.device.value}: {err}") from err
     return Relocalizer(model, relocalizer_config(config))

@@ -136,7 +136,12 @@ def _method_row(ctx: BenchContext, preset: str, method: str, frames: list[Frame]
     model = load_scene_model(ctx.model(preset, method).model_path, ctx.device())
     w, h = model.meta.input_size
     stats = time_localizer(Relocalizer(model), frames, cfg.repeats)
-    return _row(method, f"{w}x{h} ({ctx.device()})", stats, dust3r)
+    return _row(method, f"{w}x{h} ({ctx.device()}{_encoder_note(model)})", stats, dust3r)
+
+
+def _encoder_note(model: object) -> str:
+    """", encoder on onnxruntime" when the fast encoder's convolutions run there (kd3d_core.students.ort_trunk)."""
+    return ", encoder on onnxruntime" if getattr(model, "encoder_runtime", "torch") == "onnxruntime" else ""
 
 
 def torch_threads() -> int:
@@ -171,7 +176,8 @@ def _contention_row(ctx: BenchContext, preset: str, method: str, frames: list[Fr
     with busy_cores(1):
         busy = time_localizer(localizer, frames, ctx.config.repeats)
     w, h = model.meta.input_size
-    row = _row(f"{method}, one core busy", f"{w}x{h} ({ctx.device()}, {torch_threads()} threads)", busy, None)
+    row = _row(f"{method}, one core busy", f"{w}x{h} ({ctx.device()}, {torch_threads()} threads{_encoder_note(model)})",
+               busy, None)
     busy_over_idle = ratio(busy["total"].median, idle["total"].median)
     row["busy_over_idle"] = None if busy_over_idle is None else round(busy_over_idle, 2)
     row["idle_total_ms"] = idle["total"].to_dict()

@@ -186,6 +186,9 @@ class FastEncoder(nn.Module):
         self.conv3 = nn.Conv2d(c2, c3, 3, 2, 0)
         self.blocks = nn.Sequential(*[_ResBlock(c3, d) for d in config.block_dilations])
         self.out = nn.Conv2d(c3, config.feature_dim, 1)
+        # What runs `trunk` at inference when not None (kd3d_core.students.ort_trunk.OrtTrunk on a CPU; set by
+        # SceneModel); tracing and exports always use the PyTorch modules.
+        self.trunk_runner: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -216,6 +219,14 @@ class FastEncoder(nn.Module):
 
     def forward(self, image_B3HW: torch.Tensor) -> torch.Tensor:
         """Features B x feature_dim x H/8 x W/8."""
+        x = self.normalise(image_B3HW)
+        runner = self.trunk_runner
+        if runner is not None and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            return runner(x)
+        return self.trunk(x)
+
+    def normalise(self, image_B3HW: torch.Tensor) -> torch.Tensor:
+        """The input normalisation (blur, LCN) before the convolutions, in channels-last layout."""
         if self.lcn_blur:
             image_B3HW = _separable(image_B3HW, self.blur_x, self.blur_y)
         if self.lcn_window:
@@ -223,8 +234,11 @@ class FastEncoder(nn.Module):
             if self.lcn_relative:
                 eps = self.lcn_eps * image_B3HW.std(dim=(2, 3), keepdim=True).clamp(min=1e-3)
             image_B3HW = local_contrast_normalise(image_B3HW, self.lcn_window, eps, self._box_counts(image_B3HW))
-        image_B3HW = image_B3HW.contiguous(memory_format=torch.channels_last)
-        x = F.relu(self.conv2(F.relu(self.conv1(image_B3HW))))
+        return image_B3HW.contiguous(memory_format=torch.channels_last)
+
+    def trunk(self, x_B3HW: torch.Tensor) -> torch.Tensor:
+        """The convolutions: normalised image -> features (PyTorch; `trunk_runner` may run them elsewhere)."""
+        x = F.relu(self.conv2(F.relu(self.conv1(x_B3HW))))
         x = F.relu(self.conv3(F.pad(x, (0, 2, 0, 2))))
         return self.out(F.relu(self.blocks(x)))
 

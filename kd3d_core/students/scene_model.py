@@ -16,6 +16,7 @@ from torch import nn
 from kd3d_core.errors import Kd3dError
 from kd3d_core.prediction import ScenePrediction
 from kd3d_core.students.model_file import ModelMeta, load_network
+from kd3d_core.students.ort_trunk import EncoderBackend, OrtTrunk, requested_backend, resolve_backend
 from kd3d_core.students.registry import cell_centres
 
 
@@ -48,12 +49,14 @@ class SceneModel:
         module: the DeployModule (eval mode).
     """
 
-    def __init__(self, net: nn.Module, meta: ModelMeta, device: str | torch.device = "cpu") -> None:
+    def __init__(self, net: nn.Module, meta: ModelMeta, device: str | torch.device = "cpu",
+                 encoder_backend: EncoderBackend | str | None = EncoderBackend.TORCH) -> None:
         self.meta = meta
         self.world_frame = meta.world_frame
         self.device = torch.device(device)
         self.module = DeployModule(net, meta).to(self.device).eval()
         w, h = meta.input_size
+        self.encoder_backend = self._use_encoder_backend(encoder_backend, (h, w))
         self._size_wh = (w, h)
         self._resized_HW3 = np.empty((h, w, 3), np.uint8)
         with torch.inference_mode():
@@ -61,6 +64,28 @@ class SceneModel:
         self._cells_hw2 = cell_centres((w, h), meta.output_stride)
         self._uv_cache: dict[tuple[int, int], np.ndarray] = {}
         self._knn_head: nn.Module | None | bool = False  # found on first use
+
+    def _use_encoder_backend(self, backend: EncoderBackend | str | None, size_hw: tuple[int, int]) -> EncoderBackend:
+        """Give the fast encoder (if any) its runner; the backend in use (TORCH for other students)."""
+        from kd3d_core.students.fast import FastEncoder  # here: fast.py registers itself through the registry
+
+        asked = requested_backend(backend)
+        resolved = resolve_backend(asked, self.device)
+        encoders = [m for m in self.module.modules() if isinstance(m, FastEncoder)]
+        if resolved is not EncoderBackend.ONNXRUNTIME or not encoders:
+            return EncoderBackend.TORCH
+        for encoder in encoders:
+            encoder.trunk_runner = OrtTrunk(encoder, single_thread_only=asked is EncoderBackend.AUTO)
+            encoder.trunk_runner.prepare(size_hw)
+        self._runners = [encoder.trunk_runner for encoder in encoders]
+        return resolved
+
+    @property
+    def encoder_runtime(self) -> str:
+        """What runs the encoder's convolutions at torch's current thread count: "onnxruntime" or "torch" (for
+        reports; "auto" leaves multi-threaded calls to PyTorch)."""
+        runners = getattr(self, "_runners", [])
+        return "onnxruntime" if runners and not runners[0].torch_instead() else "torch"
 
     def uv_grid(self, image_size_wh: tuple[int, int]) -> np.ndarray:
         """Input-image pixel (u, v) of every output cell, for an image of (w, h); cached, read-only."""
@@ -127,8 +152,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(check_device("auto" if device is None else str(device)))
 
 
-def load_scene_model(path: Path | str, device: str | torch.device | None = "auto") -> SceneModel:
-    """Load a `.kd3d` file as a SceneModel (never unpickles; ModelError on bad files)."""
+def load_scene_model(path: Path | str, device: str | torch.device | None = "auto",
+                     encoder_backend: EncoderBackend | str | None = None) -> SceneModel:
+    """Load a `.kd3d` file as a SceneModel (never unpickles; ModelError on bad files).
+
+    encoder_backend: what runs the fast student's encoder (kd3d_core.students.ort_trunk): auto (ONNX Runtime on a
+    CPU when installed), torch or onnxruntime; None reads KD3D_ENCODER_BACKEND, else auto."""
     dev = resolve_device(device)
+    backend = resolve_backend(encoder_backend, dev)  # a bad choice fails before the file is read
     net, meta = load_network(path, dev)
-    return SceneModel(net, meta, dev)
+    return SceneModel(net, meta, dev, backend)

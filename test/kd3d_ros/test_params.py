@@ -74,6 +74,7 @@ def test_ints_are_accepted_for_floats():
 @pytest.mark.parametrize("changes, match", [
     ({"model_path": ""}, "model_path is empty"),
     ({"model_path": "m", "device": "tpu"}, "device must be one of auto, cuda, cpu"),
+    ({"model_path": "m", "encoder_backend": "tensorrt"}, "encoder_backend must be one of auto, torch, onnxruntime"),
     ({"model_path": "m", "cloud_stride": 0}, "cloud_stride must be >= 1"),
     ({"model_path": "m", "min_inliers": 3}, "min_inliers must be >= 4"),
     ({"model_path": "m", "max_rate": -1.0}, "max_rate must be >= 0"),
