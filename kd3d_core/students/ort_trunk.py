@@ -47,13 +47,14 @@ def onnxruntime_available() -> bool:
 
 def requested_backend(backend: EncoderBackend | str | None) -> EncoderBackend:
     """The backend asked for; None reads KD3D_ENCODER_BACKEND (default auto). ConfigError for an unknown name."""
+    what = "encoder backend"
     if backend is None:
-        backend = os.environ.get(ENV_VAR, "").strip() or EncoderBackend.AUTO
+        backend, what = os.environ.get(ENV_VAR, "").strip() or EncoderBackend.AUTO, ENV_VAR
     try:
         return EncoderBackend(backend)
     except ValueError:
         choices = ", ".join(b.value for b in EncoderBackend)
-        raise ConfigError(f"encoder backend must be one of {choices}, got {backend!r}") from None
+        raise ConfigError(f"{what} must be one of {choices}, got {backend!r}") from None
 
 
 def resolve_backend(backend: EncoderBackend | str | None, device: torch.device) -> EncoderBackend:

@@ -78,8 +78,10 @@ def test_backend_choice(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "torch")
     assert resolve_backend(None, CPU) is EncoderBackend.TORCH
     monkeypatch.setenv(ENV_VAR, "tensorrt")
-    with pytest.raises(ConfigError, match="encoder backend must be one of auto, torch, onnxruntime"):
+    with pytest.raises(ConfigError, match=f"{ENV_VAR} must be one of auto, torch, onnxruntime, got 'tensorrt'"):
         resolve_backend(None, CPU)
+    with pytest.raises(ConfigError, match="encoder backend must be one of"):
+        resolve_backend("tensorrt", CPU)
     with pytest.raises(ConfigError, match="runs on the CPU"):
         resolve_backend("onnxruntime", torch.device("cuda"))
     monkeypatch.setattr("kd3d_core.students.ort_trunk.onnxruntime_available", lambda: False)
