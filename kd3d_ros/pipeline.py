@@ -76,6 +76,8 @@ class FrameResult:
         problems: the failure that stopped localization (first) and secondary ones (e.g. no odom TF).
         stages_ms: wall time per stage in milliseconds (decode, predict, select, pnp, refine, publish_build).
         inliers: PnP inliers (0 on early failures).
+        recovered_by: for a localized frame that the upright pass lost: "guided" (the guided second chance) or
+            "roll_retry" (the image turned back about the optical axis); "" otherwise.
     """
 
     stamp_ns: int
@@ -84,6 +86,7 @@ class FrameResult:
     problems: tuple[Problem, ...] = ()
     stages_ms: dict[str, float] = field(default_factory=dict)
     inliers: int = 0
+    recovered_by: str = ""
 
 
 class InitialPoseRequest:
@@ -191,7 +194,8 @@ class FramePipeline:
         t1 = time.perf_counter()
         messages, problems = self._messages(estimate, prediction if want_cloud else None, rgb, image_msg, stamp_ns)
         stages["build"] = (time.perf_counter() - t1) * 1000.0
-        return FrameResult(stamp_ns, True, messages, problems, stages, estimate.inliers)
+        recovered = "guided" if estimate.guided else "roll_retry" if estimate.roll_retry_deg else ""
+        return FrameResult(stamp_ns, True, messages, problems, stages, estimate.inliers, recovered)
 
     def camera_frame(self, image_msg: Any) -> str:
         """The camera optical frame for TF: the camera_frame parameter, else the image's header.frame_id."""

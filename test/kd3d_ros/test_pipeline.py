@@ -107,6 +107,23 @@ def test_localizes_and_builds_pose_covariance_and_cloud(pipeline_factory, query_
         assert len(points) == 150 and colors is not None  # max points honoured
 
 
+@pytest.mark.parametrize("changes, recovered_by", [({}, ""), ({"guided": True}, "guided"),
+                                                     ({"roll_retry_deg": -20.0}, "roll_retry")])
+def test_frames_recovered_by_a_second_chance_say_so(oracle_relocalizer, query_frames, changes, recovered_by):
+    """What the node's diagnostics count (frames_localized_by_guided / _roll_retry) comes from the estimate."""
+    import dataclasses
+
+    class Marking(Relocalizer):
+        def localize_with_prediction(self, *args, **kwargs):
+            estimate, prediction = oracle_relocalizer.localize_with_prediction(*args, **kwargs)
+            return dataclasses.replace(estimate, **changes), prediction
+
+    pipeline = FramePipeline(Marking(oracle_relocalizer.predictor), _config(), STORE)
+    pipeline.set_camera_info(_info_msg(query_frames[0].camera))
+    result = pipeline.process(_image_msg(query_frames[0]))
+    assert result.localized and result.recovered_by == recovered_by
+
+
 def test_cloud_stride_and_on_demand(pipeline_factory, query_frames):
     full = pipeline_factory(cloud_max_points=0).process(_image_msg(query_frames[0])).messages[Output.CLOUD]
     strided = pipeline_factory(cloud_max_points=0, cloud_stride=2).process(_image_msg(query_frames[0]))

@@ -181,6 +181,20 @@ def test_stats_report_levels_and_values():
     assert "no image for more than 10 s" in stats.report().message
 
 
+def test_stats_count_frames_recovered_by_the_second_chances():
+    stats = NodeStats()
+    values = dict(stats.report().values)
+    assert values["frames_localized_by_guided"] == "0" and values["frames_localized_by_roll_retry"] == "0"
+    stats.on_processed({}, 80, None, "guided")
+    stats.on_processed({}, 90, None, "roll_retry")
+    stats.on_processed({}, 95, None, "roll_retry")
+    stats.on_processed({}, 300, None)
+    stats.on_processed({}, 12, "too_few_inliers", "guided")  # not localized: not a recovery
+    values = dict(stats.report().values)
+    assert values["frames_localized"] == "4"
+    assert values["frames_localized_by_guided"] == "1" and values["frames_localized_by_roll_retry"] == "2"
+
+
 def test_diagnostic_array_round_trips_through_cdr():
     store = ros2_typestore()
     stats = NodeStats()
