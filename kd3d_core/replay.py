@@ -114,6 +114,7 @@ class ReplayResult:
     report_dir: Path | None = None
     counts: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    recovered: dict[str, int] = field(default_factory=dict)  # localized frames by second chance: guided, roll_retry
 
 
 class _CameraInfos:
@@ -204,6 +205,7 @@ class _Replayer:
         self.estimates: list[tuple[int, np.ndarray]] = []
         self.reference: list[tuple[int, np.ndarray]] = []
         self.failures: Counter[str] = Counter()
+        self.recovered: Counter[str] = Counter({"guided": 0, "roll_retry": 0})
         self.timings: list[tuple[float, float, float, float]] = []
         self.frames_seen = 0
         self.stamps: list[int] = []
@@ -235,6 +237,8 @@ class _Replayer:
         t = estimate.timings
         self.timings.append((t.predict_ms, t.select_ms, t.pnp_ms, t.refine_ms))
         self.estimates.append((stamp, estimate.world_T_cam))
+        if estimate.guided or estimate.roll_retry_deg:
+            self.recovered["guided" if estimate.guided else "roll_retry"] += 1
         cloud = predicted_cloud(prediction, rgb, self.config.cloud_min_conf, self.config.cloud_voxel_m,
                                 self.config.cloud_max_points) if prediction is not None else None
         msgs = build_localization_messages(estimate, stamp, self.frames, cloud, self._odom_T_cam(stamp),
@@ -316,7 +320,8 @@ def replay_bag(relocalizer: Relocalizer, config: ReplayConfig) -> ReplayResult:
         out_bag=out, frames=rep.frames_seen, localized=len(rep.estimates), failures=dict(rep.failures),
         median_timings_ms=dict(zip(("predict", "select", "pnp", "refine"), map(float, med))),
         tf_child_frame=rep.tf_child, ground_truth=rep.truth.description if rep.truth is not None else None,
-        report=report, report_dir=report_dir, counts=counts, warnings=(seen,) if seen else ())
+        report=report, report_dir=report_dir, counts=counts, warnings=(seen,) if seen else (),
+        recovered=dict(rep.recovered))
 
 
 def _trajectory(items: list[tuple[int, np.ndarray]]) -> Trajectory:

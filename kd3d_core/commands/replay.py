@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     result = replay_bag(Relocalizer(model, reloc_config), config)
     t = result.median_timings_ms
     failures = ", ".join(f"{k} {v}" for k, v in sorted(result.failures.items())) or "none"
-    print(f"wrote {result.out_bag}: {result.localized} of {result.frames} frames localized (failures: {failures}); "
+    recovered = ", ".join(f"{k} {v}" for k, v in sorted(result.recovered.items()))
+    print(f"wrote {result.out_bag}: {result.localized} of {result.frames} frames localized (failures: {failures}; "
+          f"recovered by a second chance: {recovered}); "
           f"median predict {t['predict']:.1f} ms, pnp {t['pnp']:.1f} ms, refine {t['refine']:.1f} ms; "
           f"TF child {result.tf_child_frame}", file=sys.stderr)
     for warning in result.warnings:

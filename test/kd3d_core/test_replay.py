@@ -40,6 +40,7 @@ def test_replay_writes_messages_and_report(scene, relocalizer, tmp_path, storage
     out = tmp_path / "out"
     result = replay_bag(relocalizer, ReplayConfig(bag, out, TOPIC, storage=storage, progress=False))
     assert result.frames == result.localized == 5 and result.failures == {}
+    assert result.recovered == {"guided": 0, "roll_retry": 0}
     truth = {f.stamp_ns: f.world_T_cam for f in scene.split(Split.QUERY)}
     seen: dict[str, int] = {}
     with open_bag(out) as reader:
@@ -78,6 +79,29 @@ def test_replay_writes_messages_and_report(scene, relocalizer, tmp_path, storage
     report = json.loads((Path(f"{out}.eval") / "report.json").read_text())
     assert report["frames"] == 5 and report["recall_2cm_2deg"] == 1.0
     assert (Path(f"{out}.eval") / "plots" / "trajectory.png").is_file()
+
+
+def test_replay_counts_frames_recovered_by_a_second_chance(scene, relocalizer, tmp_path):
+    import dataclasses
+
+    class MarksEveryOther:
+        """The test's relocalizer, with every other localized frame marked as the guided chance's."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __getattr__(self, name):
+            return getattr(relocalizer, name)
+
+        def localize_with_prediction(self, *args, **kwargs):
+            estimate, prediction = relocalizer.localize_with_prediction(*args, **kwargs)
+            self.calls += 1
+            return dataclasses.replace(estimate, guided=self.calls % 2 == 0), prediction
+
+    bag = tmp_path / "in"
+    write_scene_bag(scene, bag, split=Split.QUERY, progress=False)
+    result = replay_bag(MarksEveryOther(), ReplayConfig(bag, tmp_path / "out", TOPIC, progress=False))
+    assert result.localized == 5 and result.recovered == {"guided": 2, "roll_retry": 0}
 
 
 def test_replay_counts_unknown_images_as_failures(scene, tmp_path):
