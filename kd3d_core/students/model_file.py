@@ -31,7 +31,7 @@ from torch import nn
 
 from kd3d_core.errors import Kd3dError, ModelError
 from kd3d_core.io_utils import atomic_file
-from kd3d_core.students.registry import config_from_dict, config_to_dict, get_architecture
+from kd3d_core.students.registry import config_from_dict, get_architecture
 
 FORMAT_NAME = "kd3d-scene-model"
 FORMAT_VERSION = 1
