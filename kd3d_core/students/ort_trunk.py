@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import logging
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from enum import Enum
 
 import torch
@@ -30,6 +32,7 @@ from torch import nn
 from kd3d_core.errors import ConfigError
 
 ENV_VAR = "KD3D_ENCODER_BACKEND"
+_LOG = logging.getLogger(__name__)
 
 
 class EncoderBackend(str, Enum):
@@ -77,30 +80,49 @@ class OrtTrunk:
     One ONNX Runtime session per input size and torch thread count (torch.get_num_threads() at the time of the
     call; sessions use that many intra-op threads, without spinning idle threads on a shared robot CPU), exported
     on first use (~1 s) from the encoder's current weights; `prepare` does it ahead of the first frame. With
-    `single_thread_only` (the "auto" choice) calls made while torch has more than one thread run PyTorch's trunk.
+    `single_thread_only` (the "auto" choice) calls made while torch has more than one thread run PyTorch's trunk,
+    and a failure to export or run the graph (an exporter that cannot handle this torch version, say) is logged
+    once and leaves PyTorch in charge for good; with "onnxruntime" asked for explicitly it raises.
     """
 
     def __init__(self, encoder: nn.Module, single_thread_only: bool = False) -> None:
         self._trunk = _Trunk(encoder)
         self.single_thread_only = single_thread_only
+        self.failed: str | None = None  # why ONNX Runtime was given up (auto only)
         self._sessions: dict[tuple[int, int, int], object] = {}
         self._lock = threading.Lock()
 
     def prepare(self, size_hw: tuple[int, int]) -> None:
         """Build the session for input size (H, W) at the current thread count (if it will be used)."""
         if not self.torch_instead():
-            self._session(size_hw)
+            self._guarded(lambda: self._session(size_hw))
 
     def torch_instead(self) -> bool:
-        """True when calls now go to PyTorch's trunk (single_thread_only and torch has more threads)."""
-        return self.single_thread_only and torch.get_num_threads() > 1
+        """True when calls now go to PyTorch's trunk (auto with more than one torch thread, or after a failure)."""
+        return self.failed is not None or (self.single_thread_only and torch.get_num_threads() > 1)
 
     def __call__(self, x_BCHW: torch.Tensor) -> torch.Tensor:
-        if self.torch_instead():
-            return self._trunk(x_BCHW)
+        if not self.torch_instead():
+            out = self._guarded(lambda: self._run(x_BCHW))
+            if out is not None:
+                return out
+        return self._trunk(x_BCHW)
+
+    def _run(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         session = self._session(tuple(x_BCHW.shape[-2:]))
         x = x_BCHW.detach().contiguous().numpy()
         return torch.from_numpy(session.run(None, {"x": x})[0])
+
+    def _guarded(self, step: Callable[[], torch.Tensor | object]) -> torch.Tensor | object | None:
+        """step(), or (auto only) None after recording why ONNX Runtime cannot be used."""
+        if not self.single_thread_only:
+            return step()
+        try:
+            return step()
+        except Exception as err:  # noqa: BLE001 - auto: PyTorch computes the same features
+            self.failed = f"{type(err).__name__}: {err}"
+            _LOG.warning("kd3d: the fast encoder stays on PyTorch (ONNX Runtime failed: %s)", self.failed)
+            return None
 
     def _session(self, size_hw: tuple[int, int]) -> object:
         key = (int(size_hw[0]), int(size_hw[1]), torch.get_num_threads())

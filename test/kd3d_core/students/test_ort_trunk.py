@@ -108,3 +108,23 @@ def test_scene_models_predict_the_same_on_both_backends(tmp_path, monkeypatch):
     np.testing.assert_allclose(b.conf_hw, a.conf_hw, atol=1e-5)
     with pytest.raises(ConfigError, match="encoder backend"):
         load_scene_model(tmp_path / "missing.kd3d", "cpu", "gpu")  # the choice is checked before the file
+
+
+@pytest.mark.parametrize("single_thread_only", [True, False])
+def test_a_graph_that_cannot_be_built_falls_back_only_under_auto(monkeypatch, single_thread_only):
+    encoder = _encoder()
+    runner = OrtTrunk(encoder, single_thread_only=single_thread_only)
+
+    def broken(key):
+        raise RuntimeError("exporter cannot handle this torch")
+
+    monkeypatch.setattr(runner, "_build", broken)
+    x = encoder.normalise(torch.randn(1, 3, 48, 64))
+    with torch.no_grad():
+        if not single_thread_only:  # "onnxruntime" asked for: the error is the user's to see
+            with pytest.raises(RuntimeError, match="exporter"):
+                runner(x)
+            return
+        runner.prepare((48, 64))
+        assert runner.failed == "RuntimeError: exporter cannot handle this torch" and runner.torch_instead()
+        np.testing.assert_array_equal(runner(x).numpy(), encoder.trunk(x).numpy())
