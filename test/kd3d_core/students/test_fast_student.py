@@ -2,17 +2,14 @@
 import numpy as np
 import pytest
 import torch
+from fast_cases import SMALL, save_small_fast
 
 from kd3d_core.errors import ConfigError
 from kd3d_core.students import get_architecture
-from kd3d_core.students.fast import (FastConfig, FastEncoder, FastHead, FastStudent, HeadKind,
-                                     local_contrast_normalise)
-from kd3d_core.students.model_file import ModelMeta, save_scene_model
+from kd3d_core.students.fast import FastConfig, FastEncoder, FastHead, local_contrast_normalise
 from kd3d_core.students.registry import cell_centres, config_from_dict, config_to_dict
 from kd3d_core.students.scene_model import load_scene_model
 
-SMALL = FastConfig(stem_channels=(8, 8, 16), block_dilations=(1, 2), feature_dim=16, head_width=16, head_blocks=1,
-                   head=HeadKind.MLP, knn_dim=8, knn_pq=0)
 
 
 def test_forward_contract_shapes_and_confidence_range():
@@ -157,12 +154,7 @@ def test_registered_with_its_own_trainer():
 
 
 def test_model_file_round_trip_predicts_the_same(tmp_path):
-    torch.manual_seed(0)
-    net = FastStudent(SMALL).eval()
-    meta = ModelMeta(architecture="fast", config=config_to_dict(SMALL), input_size=(64, 48), output_stride=8,
-                     coord_mean=(1.0, 2.0, 0.5), coord_scale=1.0, world_frame="map")
-    path = tmp_path / "m.kd3d"
-    save_scene_model(path, net, meta)
+    net, path = save_small_fast(tmp_path)
     model = load_scene_model(path, "cpu")
     rgb = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
     pred = model.predict(rgb)

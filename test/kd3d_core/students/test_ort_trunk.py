@@ -2,16 +2,13 @@
 import numpy as np
 import pytest
 import torch
+from fast_cases import save_small_fast
 
 from kd3d_core.errors import ConfigError
-from kd3d_core.students.fast import FastConfig, FastEncoder, FastStudent, HeadKind
-from kd3d_core.students.model_file import ModelMeta, save_scene_model
+from kd3d_core.students.fast import FastConfig, FastEncoder
 from kd3d_core.students.ort_trunk import ENV_VAR, EncoderBackend, OrtTrunk, requested_backend, resolve_backend
-from kd3d_core.students.registry import config_to_dict
 from kd3d_core.students.scene_model import load_scene_model
 
-SMALL = FastConfig(stem_channels=(8, 8, 16), block_dilations=(1, 2), feature_dim=16, head_width=16, head_blocks=1,
-                   head=HeadKind.MLP, knn_dim=8, knn_pq=0)
 CPU = torch.device("cpu")
 
 
@@ -92,12 +89,7 @@ def test_backend_choice(monkeypatch):
 
 def test_scene_models_predict_the_same_on_both_backends(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    torch.manual_seed(0)
-    net = FastStudent(SMALL).eval()
-    meta = ModelMeta(architecture="fast", config=config_to_dict(SMALL), input_size=(64, 48), output_stride=8,
-                     coord_mean=(1.0, 2.0, 0.5), coord_scale=1.0, world_frame="map")
-    path = tmp_path / "m.kd3d"
-    save_scene_model(path, net, meta)
+    _, path = save_small_fast(tmp_path)
     on_torch = load_scene_model(path, "cpu", "torch")
     on_ort = load_scene_model(path, "cpu")
     assert on_torch.encoder_backend is EncoderBackend.TORCH and on_ort.encoder_backend is EncoderBackend.ONNXRUNTIME
