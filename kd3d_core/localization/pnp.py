@@ -76,9 +76,11 @@ def reprojection_errors(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray,
 
 
 def refine_pose(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray, pose: CameraPose,
-                inliers: np.ndarray, config: RelocalizerConfig) -> tuple[CameraPose, np.ndarray]:
+                inliers: np.ndarray, config: RelocalizerConfig,
+                core_px: float | None = None) -> tuple[CameraPose, np.ndarray]:
     """Refine on the inliers, then re-select inliers with the refined pose (config.refine_rounds times); then
-    refine on the core of the inliers (refine_core_fraction of the threshold, refine_core_rounds times).
+    refine on the core of the inliers (those within core_px, default refine_core_fraction of the threshold;
+    refine_core_rounds times; 0 = no core step).
 
     Returns the refined pose and its final inlier indices (within reprojection_threshold_px of the final pose).
     With RefineMethod.NONE the pose is unchanged.
@@ -93,7 +95,8 @@ def refine_pose(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray, pose: C
         if round_index < config.refine_rounds:
             errors = reprojection_errors(points_N3, uv_N2, K, pose)
             inliers = np.flatnonzero(errors < config.reprojection_threshold_px)
-    core_px = config.refine_core_fraction * config.reprojection_threshold_px
+    if core_px is None:
+        core_px = config.refine_core_fraction * config.reprojection_threshold_px
     if core_px <= 0 or config.refine_core_rounds == 0 or len(inliers) < MIN_CORE_POINTS:
         return pose, inliers
     # Least squares over every inlier is pulled by the matches that are near but wrong (a neighbouring cell's

@@ -66,8 +66,36 @@ def test_core_refinement_off_by_zero_rounds(rng):
     np.testing.assert_array_equal(a.tvec, b.tvec)
 
 
+def test_an_explicit_core_radius_overrides_the_fraction(rng):
+    case, points, uv, miss, start = _near_miss_case(rng)
+    inliers = np.flatnonzero(reprojection_errors(points, uv, K_640, start) < 12.0)
+    plain, _ = refine_pose(points, uv, K_640, start, inliers, RelocalizerConfig(refine_core_fraction=0.0))
+    none, _ = refine_pose(points, uv, K_640, start, inliers, RelocalizerConfig(), core_px=0.0)
+    np.testing.assert_array_equal(none.tvec, plain.tvec)
+    three, _ = refine_pose(points, uv, K_640, start, inliers, RelocalizerConfig(refine_core_fraction=0.0), core_px=3.0)
+    default, _ = refine_pose(points, uv, K_640, start, inliers, RelocalizerConfig())  # 0.25 x 12 px = 3 px
+    np.testing.assert_array_equal(three.tvec, default.tvec)
+
+
+@pytest.mark.parametrize("size_wh, grid_hw, fraction, expected", [
+    ((320, 240), (30, 40), 0.25, 4.0),   # 8-pixel cells: the half-cell floor (4 px) is above 3 px
+    ((640, 480), (30, 40), 0.25, 8.0),   # a 320x240 network on 640x480 images: 16-pixel cells
+    ((320, 240), (30, 40), 0.5, 6.0),    # 6 px of the threshold is above the floor
+    ((320, 240), (30, 40), 0.0, 0.0)])   # off
+def test_the_core_radius_has_a_floor_of_half_a_cell(size_wh, grid_hw, fraction, expected):
+    from kd3d_core.localization.relocalizer import Relocalizer
+    from kd3d_core.prediction import ScenePrediction
+
+    h, w = grid_hw
+    prediction = ScenePrediction(np.zeros((h, w, 3), np.float32), np.ones((h, w), np.float32),
+                                 np.zeros((h, w, 2), np.float32))
+    cfg = RelocalizerConfig(refine_core_fraction=fraction)
+    assert Relocalizer._core_px(cfg, prediction, size_wh) == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("field, value", [("refine_core_fraction", -0.1), ("refine_core_fraction", 1.5),
-                                          ("refine_core_fraction", float("nan")), ("refine_core_rounds", -1)])
+                                          ("refine_core_fraction", float("nan")), ("refine_core_rounds", -1),
+                                          ("refine_core_min_cells", -0.5), ("refine_core_min_cells", 9.0)])
 def test_core_refinement_config_is_checked(field, value):
     with pytest.raises(ConfigError, match=field):
         RelocalizerConfig(**{field: value})
