@@ -237,8 +237,8 @@ class _Replayer:
         t = estimate.timings
         self.timings.append((t.predict_ms, t.select_ms, t.pnp_ms, t.refine_ms))
         self.estimates.append((stamp, estimate.world_T_cam))
-        if estimate.guided or estimate.roll_retry_deg:
-            self.recovered["guided" if estimate.guided else "roll_retry"] += 1
+        if estimate.recovered_by:
+            self.recovered[estimate.recovered_by] += 1
         cloud = predicted_cloud(prediction, rgb, self.config.cloud_min_conf, self.config.cloud_voxel_m,
                                 self.config.cloud_max_points) if prediction is not None else None
         msgs = build_localization_messages(estimate, stamp, self.frames, cloud, self._odom_T_cam(stamp),

@@ -194,8 +194,7 @@ class FramePipeline:
         t1 = time.perf_counter()
         messages, problems = self._messages(estimate, prediction if want_cloud else None, rgb, image_msg, stamp_ns)
         stages["build"] = (time.perf_counter() - t1) * 1000.0
-        recovered = "guided" if estimate.guided else "roll_retry" if estimate.roll_retry_deg else ""
-        return FrameResult(stamp_ns, True, messages, problems, stages, estimate.inliers, recovered)
+        return FrameResult(stamp_ns, True, messages, problems, stages, estimate.inliers, estimate.recovered_by)
 
     def camera_frame(self, image_msg: Any) -> str:
         """The camera optical frame for TF: the camera_frame parameter, else the image's header.frame_id."""

@@ -71,12 +71,12 @@ class RelocalizerConfig:
             stays); the inliers returned and judged are still those within the full threshold. A fraction of 0 turns
             it off. The floor keeps the core from going below the predictions' own cell quantisation (a query
             cell's centre and its matched mapping cell's point are up to half a cell apart): 3 px is 0.375 of a cell
-            at 320x240 but 0.19 of one at 640x480 (16-pixel cells for a 320x240 network input). The threshold has to admit near-miss matches (a neighbouring cell's point a
-            few pixels off) for RANSAC to find the pose under photometric change, but least squares over all of
-            them is pulled by those near misses. Measured with the fast student (bench rooms, 8 query variants x
-            30 frames at 320x240, 12 px threshold; off -> 0.25): within 2 cm / 2 deg office 75.0 -> 91.2 %,
-            living 75.0 -> 89.6 %, low texture 26.3 -> 43.3 %; within 5 cm / 5 deg 97.5 -> 98.8 %, 94.6 -> 97.5 %,
-            52.9 -> 57.9 %; median position error 1.20 -> 0.80, 1.23 -> 0.78, 2.25 -> 1.25 cm; no more wrong
+            at 320x240 but 0.19 of one at 640x480 (16-pixel cells for a 320x240 network input). The threshold has
+            to admit near-miss matches (a neighbouring cell's point a few pixels off) for RANSAC to find the pose
+            under photometric change, but least squares over all of them is pulled by those near misses. Measured
+            with the fast student (bench rooms, 8 query variants x 30 frames at 320x240, 12 px threshold; off ->
+            0.25): within 2 cm / 2 deg office 75.0 -> 91.2 %, living 75.0 -> 89.6 %, low texture 26.3 -> 43.3 %;
+            within 5 cm / 5 deg 97.5 -> 98.8 %, 94.6 -> 97.5 %, 52.9 -> 57.9 %; median position error 1.20 -> 0.80, 1.23 -> 0.78, 2.25 -> 1.25 cm; no more wrong
             poses. A core fraction relative to the inliers' median error instead (2-2.5x) gained less and let one
             wrong pose through. The half-cell floor (and the core on the guided chance's judged solve, which the
             floor made safe), same bench rooms and all 14 variants: within 2 cm / 2 deg office 92.1 -> 93.3 %

@@ -118,6 +118,11 @@ class PoseEstimate:
     guided: bool = False
 
     @property
+    def recovered_by(self) -> str:
+        """What localized a frame the upright pass lost: "guided", "roll_retry", or "" (diagnostics key)."""
+        return "guided" if self.guided else "roll_retry" if self.roll_retry_deg else ""
+
+    @property
     def inlier_ratio(self) -> float:
         """Inliers over correspondences (0 when there were none)."""
         return self.inliers / self.correspondences if self.correspondences else 0.0

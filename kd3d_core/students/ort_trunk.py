@@ -69,7 +69,8 @@ def resolve_backend(backend: EncoderBackend | str | None, device: torch.device) 
         return backend
     usable = device.type == "cpu" and onnxruntime_available()
     if backend is EncoderBackend.ONNXRUNTIME and not usable:
-        why = "needs the onnxruntime and onnx packages (pip install onnxruntime onnx)" if device.type == "cpu" else f"runs on the CPU, not {device}"
+        why = ("needs the onnxruntime and onnx packages (pip install onnxruntime onnx)" if device.type == "cpu"
+               else f"runs on the CPU, not {device}")
         raise ConfigError(f"encoder backend onnxruntime {why}")
     return EncoderBackend.ONNXRUNTIME if usable else EncoderBackend.TORCH
 

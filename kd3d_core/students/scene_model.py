@@ -69,6 +69,7 @@ class SceneModel:
         """Give the fast encoder (if any) its runner; the backend in use (TORCH for other students)."""
         from kd3d_core.students.fast import FastEncoder  # here: fast.py registers itself through the registry
 
+        self._runners: list[OrtTrunk] = []
         asked = requested_backend(backend)
         resolved = resolve_backend(asked, self.device)
         encoders = [m for m in self.module.modules() if isinstance(m, FastEncoder)]
@@ -84,8 +85,7 @@ class SceneModel:
     def encoder_runtime(self) -> str:
         """What runs the encoder's convolutions at torch's current thread count: "onnxruntime" or "torch" (for
         reports; "auto" leaves multi-threaded calls to PyTorch)."""
-        runners = getattr(self, "_runners", [])
-        return "onnxruntime" if runners and not runners[0].torch_instead() else "torch"
+        return "onnxruntime" if self._runners and not self._runners[0].torch_instead() else "torch"
 
     def uv_grid(self, image_size_wh: tuple[int, int]) -> np.ndarray:
         """Input-image pixel (u, v) of every output cell, for an image of (w, h); cached, read-only."""
