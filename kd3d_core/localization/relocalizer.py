@@ -254,11 +254,11 @@ class Relocalizer:
         guided_ratio_bar) and its inliers' RMS reprojection error is within guided_max_rmse of the inlier
         threshold, else the original failure. Its search and rounds count in the select and pnp times.
         """
-        # The rounds refine without the core: guided correspondences are picked for agreeing with the hypothesis, so
-        # a core around it would confirm it. The judged last solve has the core, with its floor of half a cell: a
-        # core of 1.5 px around guided matches on 8-pixel cells moved a guided pose of a rolled view from 7.5 to
-        # 11.5 cm off (test_guided's small room); with the floor none moved past 10 cm there.
-        cfg = dataclasses.replace(self.config, refine_core_fraction=0.0)
+        # The rounds refine without the core (core_px 0): guided correspondences are picked for agreeing with the
+        # hypothesis, so a core around it would confirm it. The judged last solve has the core, with its floor of
+        # half a cell: a core of 1.5 px around guided matches on 8-pixel cells moved a guided pose of a rolled view
+        # from 7.5 to 11.5 cm off (test_guided's small room); with the floor none moved past 10 cm there.
+        cfg = self.config
         t0 = time.perf_counter()
         bar = guided_ratio_bar(cfg.guided_candidates, cfg.reprojection_threshold_px, size_wh,
                                max(cfg.min_inlier_ratio, cfg.guided_min_inlier_ratio))
@@ -281,7 +281,7 @@ class Relocalizer:
             found = ransac_pnp(corr.points_N3, corr.uv_N2, K, cfg) if len(corr.points_N3) >= cfg.min_inliers else None
             if found is None:
                 return _with_extra_time(lost, t0)
-            pose, _ = refine_pose(corr.points_N3, corr.uv_N2, K, found[0], found[1], cfg)
+            pose, _ = refine_pose(corr.points_N3, corr.uv_N2, K, found[0], found[1], cfg, core_px=0.0)
             R, _ = cv2.Rodrigues(pose.rvec)
             moved = world_T_cam
             world_T_cam = invert_pose(make_pose(R, pose.tvec))
@@ -295,7 +295,7 @@ class Relocalizer:
         spent = lost.timings.select_ms + lost.timings.pnp_ms + lost.timings.refine_ms + _ms(t0)
         guided_cfg = dataclasses.replace(cfg, min_inlier_ratio=bar)
         estimate, _ = self._solve(corr, K, StageTimings(lost.timings.predict_ms, spent), stamp_ns, size_wh,
-                                  guided_cfg, ratio_of=cells, core_px=self._core_px(self.config, prediction, size_wh))
+                                  guided_cfg, ratio_of=cells, core_px=self._core_px(cfg, prediction, size_wh))
         rmse_bar = cfg.guided_max_rmse * cfg.reprojection_threshold_px
         if not estimate.success or estimate.reprojection_rmse_px > rmse_bar:
             return dataclasses.replace(lost, timings=dataclasses.replace(

@@ -226,7 +226,7 @@ class FastEncoder(nn.Module):
         return self.trunk(x)
 
     def normalise(self, image_B3HW: torch.Tensor) -> torch.Tensor:
-        """The input normalisation (blur, LCN) before the convolutions, in channels-last layout."""
+        """The input normalisation (blur, LCN) before the convolutions."""
         if self.lcn_blur:
             image_B3HW = _separable(image_B3HW, self.blur_x, self.blur_y)
         if self.lcn_window:
@@ -234,11 +234,13 @@ class FastEncoder(nn.Module):
             if self.lcn_relative:
                 eps = self.lcn_eps * image_B3HW.std(dim=(2, 3), keepdim=True).clamp(min=1e-3)
             image_B3HW = local_contrast_normalise(image_B3HW, self.lcn_window, eps, self._box_counts(image_B3HW))
-        return image_B3HW.contiguous(memory_format=torch.channels_last)
+        return image_B3HW
 
     def trunk(self, x_B3HW: torch.Tensor) -> torch.Tensor:
         """The convolutions: normalised image -> features (PyTorch; `trunk_runner` may run them elsewhere)."""
-        x = F.relu(self.conv2(F.relu(self.conv1(x_B3HW))))
+        # channels-last here, not in normalise: ONNX Runtime takes the plain layout, so it would be a second copy there
+        x = x_B3HW.contiguous(memory_format=torch.channels_last)
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
         x = F.relu(self.conv3(F.pad(x, (0, 2, 0, 2))))
         return self.out(F.relu(self.blocks(x)))
 
