@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -226,7 +228,16 @@ class FastEncoder(nn.Module):
         return self.trunk(x)
 
     def normalise(self, image_B3HW: torch.Tensor) -> torch.Tensor:
-        """The input normalisation (blur, LCN) before the convolutions."""
+        """The input normalisation (blur, LCN) before the convolutions.
+
+        On a CPU outside tracing/export and autograd, OpenCV's filters compute it (normalise_cv); elsewhere the
+        PyTorch ops below, which are what exports record. Both agree within ~2e-4 of a float64 reference.
+        """
+        if ((self.lcn_window or self.lcn_blur) and image_B3HW.device.type == "cpu"
+                and image_B3HW.dtype == torch.float32 and not (image_B3HW.requires_grad and torch.is_grad_enabled())
+                and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())):
+            return normalise_cv(image_B3HW, self.lcn_blur, self.lcn_window, self.lcn_eps, self.lcn_relative,
+                                self._box_counts(image_B3HW) if self.lcn_window else None)
         if self.lcn_blur:
             image_B3HW = _separable(image_B3HW, self.blur_x, self.blur_y)
         if self.lcn_window:
@@ -243,6 +254,39 @@ class FastEncoder(nn.Module):
         x = F.relu(self.conv2(F.relu(self.conv1(x))))
         x = F.relu(self.conv3(F.pad(x, (0, 2, 0, 2))))
         return self.out(F.relu(self.blocks(x)))
+
+
+_BLUR_TAPS = np.array([1.0, 4.0, 6.0, 4.0, 1.0], np.float32) / 16.0
+
+
+def normalise_cv(x_BCHW: torch.Tensor, blur: bool, window: int, eps: float, relative: bool,
+                 counts_HW: torch.Tensor | None) -> torch.Tensor:
+    """FastEncoder.normalise on a CPU with OpenCV's filters, plane by plane (float32, any batch).
+
+    The same maths as binomial_blur + local_contrast_normalise (edges replicated for the blur, zeros outside the
+    image for the box sums), measured 0.15x the time of the PyTorch ops on a 320x240 frame (one thread, 2.5 vs
+    17 ms) and closer to a float64 reference (2e-4 against 1.5e-3: OpenCV's box filter does not accumulate a
+    running sum over the whole row as the cumsum does).
+    """
+    x = x_BCHW.detach().contiguous()
+    out = torch.empty_like(x)
+    src, dst = x.numpy(), out.numpy()
+    counts = counts_HW.numpy() if counts_HW is not None else None
+    size = (window, window)
+    for b in range(src.shape[0]):
+        for c in range(src.shape[1]):
+            plane = src[b, c]
+            if blur:
+                plane = cv2.sepFilter2D(plane, -1, _BLUR_TAPS, _BLUR_TAPS, borderType=cv2.BORDER_REPLICATE)
+            if not window:
+                dst[b, c] = plane
+                continue
+            e = eps * max(float(plane.std(ddof=1)), 1e-3) if relative else eps
+            mean = cv2.boxFilter(plane, -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT) / counts
+            mean_sq = cv2.boxFilter(plane * plane, -1, size, normalize=False, borderType=cv2.BORDER_CONSTANT) / counts
+            var = np.maximum(mean_sq - mean * mean, 0.0)
+            np.divide(plane - mean, np.sqrt(var + np.float32(e * e)), out=dst[b, c])
+    return out
 
 
 def local_contrast_normalise(x_BCHW: torch.Tensor, window: int, eps: float | torch.Tensor,
@@ -282,10 +326,12 @@ def box_sum(x_BCHW: torch.Tensor, window: int) -> torch.Tensor:
     """Sum over a window x window box around every pixel (zeros outside the image), by running sums: O(1) per
     pixel whatever the window (a stride-1 average pool costs O(window) and was ~10x slower on a CPU)."""
     p = window // 2
-    c = F.pad(x_BCHW, (p + 1, p)).cumsum(-1)
+    # float64 running sums: in float32 they lost ~1e-3 of LCN's output over a 320-pixel row (OpenCV's box filter,
+    # the CPU path, does not), so exports would disagree with in-process predictions by that much
+    c = F.pad(x_BCHW.double(), (p + 1, p)).cumsum(-1)
     rows = c[..., window:] - c[..., :-window]
     c = F.pad(rows, (0, 0, p + 1, p)).cumsum(-2)
-    return c[..., window:, :] - c[..., :-window, :]
+    return (c[..., window:, :] - c[..., :-window, :]).to(x_BCHW.dtype)
 
 
 class FastHead(nn.Module):

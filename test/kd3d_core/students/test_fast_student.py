@@ -258,3 +258,30 @@ def test_inverted_file_search_finds_the_best_key_of_the_probed_lists():
         assert torch.equal(cand_alone[0], cand_shared[0]) and torch.equal(cand_alone[1], cand_shared[1])
         assert torch.equal(cand_shared[1][:, 0], sim_p)  # the best candidate is the nearest neighbour
         fill()
+
+
+@pytest.mark.parametrize("blur,window,relative", [(True, 15, False), (False, 15, False), (True, 0, False),
+                                                  (True, 9, True)])
+def test_opencv_normalisation_matches_the_pytorch_ops_and_a_float64_reference(blur, window, relative):
+    """The CPU path (OpenCV filters) and the traced path (PyTorch ops) compute the same normalisation."""
+    from kd3d_core.students.fast import binomial_blur, box_counts, normalise_cv
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(2, 3, 40, 56, generator=g) * 4 - 2).cumsum(-1) * 0.1  # smooth ramps plus texture
+    x64 = binomial_blur(x.double()) if blur else x.double()
+    if window:
+        eps = 0.05 * x64.std(dim=(2, 3), keepdim=True).clamp(min=1e-3) if relative else 0.05
+        ref = local_contrast_normalise(x64, window, eps, box_counts((40, 56), window, dtype=torch.float64))
+    else:
+        ref = x64
+    counts = box_counts((40, 56), window) if window else None
+    got = normalise_cv(x, blur, window, 0.05, relative, counts)
+    assert got.dtype == torch.float32 and got.shape == x.shape
+    assert torch.allclose(got.double(), ref, atol=2e-4)
+    if not window:
+        return  # blur alone is not an encoder setting (lcn_blur goes with LCN)
+    enc = FastEncoder(FastConfig(lcn_window=window, lcn_blur=blur, lcn_relative=relative))
+    with torch.no_grad():
+        on_cpu = enc.normalise(x)  # the OpenCV path
+    traced = torch.jit.trace_module(enc, {"normalise": x})  # tracing records the PyTorch ops
+    assert torch.allclose(on_cpu, got) and torch.allclose(traced.normalise(x), on_cpu, atol=2e-4)
