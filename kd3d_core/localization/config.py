@@ -149,6 +149,13 @@ class RelocalizerConfig:
             (12 px radius at 320x240): right guided poses 3.1-5.9 px; wrong ones 6.3-8.1 px where far off,
             4.6-6.7 px where 10-50 cm off (low-texture room). With 0.375 (4.5 px) no guided pose was more than
             10 cm off in those rooms; without it the low-texture room got 11.
+        guided_min_inlier_coverage: the least inlier coverage (min_inlier_coverage's 8x6 grid) a guided pose
+            needs: a right pose is supported across the image, while a wrong hypothesis that the rounds fit to
+            whichever candidates agree with it gathers them in part of it. Measured on the rolled views of four
+            160x120 test rooms (seeds 3-6, 6 px radius, both the four-block and the one-block encoder): 7 guided
+            poses 17-46 cm off had coverage 0.33-0.46, the 37 right ones 0.38-0.79 (4 below 0.5); on the three
+            bench rooms (320x240, 14 variants, one-block encoder) every guided pose was right, coverage 0.44-1.0
+            (one below 0.5, 4.9 cm off).
 
     The image gates refuse only frames with nothing to localize on; everything else goes to the network and is
     judged by its inliers. Measured on 360 real query frames of seven synthetic rooms (320x240) and the
@@ -195,6 +202,7 @@ class RelocalizerConfig:
     guided_min_inlier_ratio: float = 0.12
     guided_rounds: int = 3
     guided_max_rmse: float = 0.375
+    guided_min_inlier_coverage: float = 0.5
 
     def __post_init__(self) -> None:
         coerce_enum_fields(self, {"solver": PnpSolver, "ransac": RansacMethod, "refine": RefineMethod}, "relocalizer")
@@ -232,7 +240,7 @@ class RelocalizerConfig:
             (self.guided_rounds >= 1, "guided_rounds must be >= 1"),
             (0 < self.guided_max_rmse <= 1, "guided_max_rmse must be in (0, 1] (a fraction of the inlier threshold)"),
         ]
-        fractions = ("min_inlier_coverage", "min_inlier_confidence", "max_dark_fraction", "max_bright_fraction",
+        fractions = ("min_inlier_coverage", "guided_min_inlier_coverage", "min_inlier_confidence", "max_dark_fraction", "max_bright_fraction",
                      "min_textured_fraction")
         checks += [(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1]") for name in fractions]
         checks += [(0 <= getattr(self, name) <= 255, f"{name} must be in [0, 255] grey levels")

@@ -251,8 +251,8 @@ class Relocalizer:
         """The guided second chance (kd3d_core.localization.guided) from the hypothesis of a failed frame.
 
         Returns the guided estimate when it passes the checks with the guided inlier-ratio bar (of the cells;
-        guided_ratio_bar) and its inliers' RMS reprojection error is within guided_max_rmse of the inlier
-        threshold, else the original failure. Its search and rounds count in the select and pnp times.
+        guided_ratio_bar), the guided coverage bar (guided_min_inlier_coverage) and its inliers' RMS reprojection
+        error is within guided_max_rmse of the inlier threshold, else the original failure. Its search and rounds count in the select and pnp times.
         """
         # The rounds refine without the core (core_px 0): guided correspondences are picked for agreeing with the
         # hypothesis, so a core around it would confirm it. The judged last solve has the core, with its floor of
@@ -293,7 +293,8 @@ class Relocalizer:
         if len(corr.points_N3) < max(cfg.min_inliers, 4):
             return _with_extra_time(lost, t0)
         spent = lost.timings.select_ms + lost.timings.pnp_ms + lost.timings.refine_ms + _ms(t0)
-        guided_cfg = dataclasses.replace(cfg, min_inlier_ratio=bar)
+        guided_cfg = dataclasses.replace(cfg, min_inlier_ratio=bar, min_inlier_coverage=max(
+            cfg.min_inlier_coverage, cfg.guided_min_inlier_coverage))
         estimate, _ = self._solve(corr, K, StageTimings(lost.timings.predict_ms, spent), stamp_ns, size_wh,
                                   guided_cfg, ratio_of=cells, core_px=self._core_px(cfg, prediction, size_wh))
         rmse_bar = cfg.guided_max_rmse * cfg.reprojection_threshold_px

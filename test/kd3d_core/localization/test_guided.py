@@ -58,7 +58,8 @@ def test_the_candidate_that_reprojects_closest_is_kept(rng):
 def test_config_checks_the_guided_settings():
     assert RelocalizerConfig(guided_candidates=0).guided_candidates == 0
     for bad in ({"guided_candidates": -1}, {"guided_candidates": 65}, {"guided_min_inlier_ratio": 1.5},
-                {"guided_rounds": 0}, {"guided_max_rmse": 0.0}, {"guided_max_rmse": 1.5}):
+                {"guided_rounds": 0}, {"guided_max_rmse": 0.0}, {"guided_max_rmse": 1.5},
+                {"guided_min_inlier_coverage": 1.5}):
         with pytest.raises(ConfigError, match="guided"):
             RelocalizerConfig(**bad)
 
@@ -116,6 +117,24 @@ def test_guided_second_chance_finds_frames_and_only_right_ones(fast_room):
         assert ratio >= 0.12
     assert counts["guided_right"] >= counts["plain_right"] + len(guided) // 2, (counts, len(guided))
     assert counts["guided_wrong"] <= counts["plain_wrong"], counts
+
+
+def test_a_guided_pose_needs_the_guided_coverage(fast_room):
+    """Guided poses are accepted only with inliers over guided_min_inlier_coverage of the image grid (a wrong
+    hypothesis fitted to agreeing candidates gathers them in part of the image); a bar of 1 accepts none."""
+    model = load_scene_model(fast_room.model_path, "cpu")
+    frames = open_scene(fast_room.root).split(Split.QUERY)
+    base = RelocalizerConfig(reprojection_threshold_px=6.0, guided_max_rmse=0.75, roll_retry_deg=())
+    accepted = {0.5: [], 1.0: []}
+    for bar, found in accepted.items():
+        relocalizer = Relocalizer(model, replace(base, guided_min_inlier_coverage=bar))
+        for frame in frames:
+            for angle in (15.0, -15.0, 25.0, -25.0):
+                est = relocalizer.localize(rolled_view(frame.load_rgb(), frame.K, angle)[0], frame.K)
+                if est.success and est.guided:
+                    found.append(est.inlier_stats.coverage)
+    assert accepted[0.5] and min(accepted[0.5]) >= 0.5, accepted
+    assert not accepted[1.0], accepted
 
 
 def test_on_a_small_image_chance_alone_sets_the_bar(fast_room):
