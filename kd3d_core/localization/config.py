@@ -240,8 +240,8 @@ class RelocalizerConfig:
             (self.guided_rounds >= 1, "guided_rounds must be >= 1"),
             (0 < self.guided_max_rmse <= 1, "guided_max_rmse must be in (0, 1] (a fraction of the inlier threshold)"),
         ]
-        fractions = ("min_inlier_coverage", "guided_min_inlier_coverage", "min_inlier_confidence", "max_dark_fraction", "max_bright_fraction",
-                     "min_textured_fraction")
+        fractions = ("min_inlier_coverage", "guided_min_inlier_coverage", "min_inlier_confidence",
+                     "max_dark_fraction", "max_bright_fraction", "min_textured_fraction")
         checks += [(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1]") for name in fractions]
         checks += [(0 <= getattr(self, name) <= 255, f"{name} must be in [0, 255] grey levels")
                    for name in ("min_mean_intensity", "min_intensity_std")]

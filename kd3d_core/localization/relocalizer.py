@@ -252,7 +252,8 @@ class Relocalizer:
 
         Returns the guided estimate when it passes the checks with the guided inlier-ratio bar (of the cells;
         guided_ratio_bar), the guided coverage bar (guided_min_inlier_coverage) and its inliers' RMS reprojection
-        error is within guided_max_rmse of the inlier threshold, else the original failure. Its search and rounds count in the select and pnp times.
+        error is within guided_max_rmse of the inlier threshold, else the original failure. Its search and rounds
+        count in the select and pnp times.
         """
         # The rounds refine without the core (core_px 0): guided correspondences are picked for agreeing with the
         # hypothesis, so a core around it would confirm it. The judged last solve has the core, with its floor of

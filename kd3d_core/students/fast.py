@@ -272,9 +272,10 @@ def normalise_cv(x_BCHW: torch.Tensor, blur: bool, window: int, eps: float, rela
     """FastEncoder.normalise on a CPU with OpenCV's filters, plane by plane (float32, any batch).
 
     The same maths as binomial_blur + local_contrast_normalise (edges replicated for the blur, zeros outside the
-    image for the box sums), measured 0.15x the time of the PyTorch ops on a 320x240 frame (one thread, 2.5 vs
-    17 ms) and closer to a float64 reference (2e-4 against 1.5e-3: OpenCV's box filter does not accumulate a
-    running sum over the whole row as the cumsum does).
+    image for the box sums), measured 0.15-0.31x the time of the PyTorch ops on a 320x240 frame (one thread,
+    2.4-2.5 ms against 7.8 ms on a quiet machine and 17 ms on a loaded one), and closer to a float64 reference
+    (2e-4 against 1.5e-3: OpenCV's box filter does not accumulate a running sum over the whole row as the
+    float32 cumsum did).
     """
     x = x_BCHW.detach().contiguous()
     out = torch.empty_like(x)
