@@ -71,7 +71,7 @@ class FastConfig:
         stem_channels: channels of the three stride-2 convolutions (stride 8 in total).
         block_dilations: one residual block (two 3x3 convolutions) per entry, with this dilation; dilation
             widens the receptive field (context disambiguates repeated texture) at no extra cost. One block
-            (dilation 2) since 2026-11-30, was four (1, 2, 4, 1): the convolutions take 0.37x the time (ONNX
+            (dilation 2) since 2026-11-30, was four (1, 2, 4, 1): the convolutions take 0.38x the time (ONNX
             Runtime, one thread, 320x240) and the memory matched as well or better. Measured with the default
             Relocalizer on the three bench rooms (14 variants x 30 frames each), encoder seeds 0 and 1, within
             5 cm / 5 deg . 2 cm / 2 deg: office 99.5-99.8 . 92.4-93.1 % (four blocks 99.0-99.3 . 93.3-93.6 %),
