@@ -65,24 +65,24 @@ class RelocalizerConfig:
         ransac_confidence: RANSAC stopping confidence.
         refine: refinement on the inliers.
         refine_rounds: re-select inliers with the refined pose and refine again this many extra times.
-        refine_core_fraction / refine_core_rounds / refine_core_min_cells: then refine refine_core_rounds more
-            times on the core of the inliers, those within max(refine_core_fraction x reprojection_threshold_px,
+        refine_core_fraction / refine_core_rounds / refine_core_min_cells: then refine refine_core_rounds more times
+            on the core of the inliers, those within max(refine_core_fraction x reprojection_threshold_px,
             refine_core_min_cells x the image pixels per output cell) of the pose (at least 12 points, else the pose
             stays); the inliers returned and judged are still those within the full threshold. A fraction of 0 turns
-            it off. The floor keeps the core from going below the predictions' own cell quantisation (a query
-            cell's centre and its matched mapping cell's point are up to half a cell apart): 3 px is 0.375 of a cell
-            at 320x240 but 0.19 of one at 640x480 (16-pixel cells for a 320x240 network input). The threshold has
-            to admit near-miss matches (a neighbouring cell's point a few pixels off) for RANSAC to find the pose
-            under photometric change, but least squares over all of them is pulled by those near misses. Measured
-            with the fast student (bench rooms, 8 query variants x 30 frames at 320x240, 12 px threshold; off ->
-            0.25): within 2 cm / 2 deg office 75.0 -> 91.2 %, living 75.0 -> 89.6 %, low texture 26.3 -> 43.3 %;
-            within 5 cm / 5 deg 97.5 -> 98.8 %, 94.6 -> 97.5 %, 52.9 -> 57.9 %; median position error 1.20 -> 0.80, 1.23 -> 0.78, 2.25 -> 1.25 cm; no more wrong
-            poses. A core fraction relative to the inliers' median error instead (2-2.5x) gained less and let one
-            wrong pose through. The half-cell floor (and the core on the guided chance's judged solve, which the
-            floor made safe), same bench rooms and all 14 variants: within 2 cm / 2 deg office 92.1 -> 93.3 %
-            (rolled 80 -> 97 %), living 91.4 -> 93.6 %, low texture 48.8 -> 47.4 %; 5 cm / 5 deg equal or +0.5;
-            wrong poses 1 -> 0. At 640x480 queries (the demo's room, 100 frames; clean, gain x1.6, JPEG, noise):
-            2 cm / 2 deg 99 / 89 / 98 / 98 % -> 100 / 90 / 99 / 100 %.
+            it off. The floor keeps the core from going below the predictions' own cell quantisation (a query cell's
+            centre and its matched mapping cell's point are up to half a cell apart): 3 px is 0.375 of a cell at
+            320x240 but 0.19 of one at 640x480 (16-pixel cells for a 320x240 network input). The threshold has to
+            admit near-miss matches (a neighbouring cell's point a few pixels off) for RANSAC to find the pose under
+            photometric change, but least squares over all of them is pulled by those near misses. Measured with the
+            fast student (bench rooms, 8 query variants x 30 frames at 320x240, 12 px threshold; off -> 0.25):
+            within 2 cm / 2 deg office 75.0 -> 91.2 %, living 75.0 -> 89.6 %, low texture 26.3 -> 43.3 %; within 5
+            cm / 5 deg 97.5 -> 98.8 %, 94.6 -> 97.5 %, 52.9 -> 57.9 %; median position error 1.20 -> 0.80, 1.23 ->
+            0.78, 2.25 -> 1.25 cm; no more wrong poses. A core fraction relative to the inliers' median error
+            instead (2-2.5x) gained less and let one wrong pose through. The half-cell floor (and the core on the
+            guided chance's judged solve, which the floor made safe), same bench rooms and all 14 variants: within 2
+            cm / 2 deg office 92.1 -> 93.3 % (rolled 80 -> 97 %), living 91.4 -> 93.6 %, low texture 48.8 -> 47.4 %;
+            5 cm / 5 deg equal or +0.5; wrong poses 1 -> 0. At 640x480 queries (the demo's room, 100 frames; clean,
+            gain x1.6, JPEG, noise): 2 cm / 2 deg 99 / 89 / 98 / 98 % -> 100 / 90 / 99 / 100 %.
         min_inliers: fewer inliers than this is a failure.
         min_inlier_ratio: a smaller inlier fraction of the correspondences is a failure (so the inliers needed
             grow with the number of correspondences). Measured with the fast student (1200 correspondences):
@@ -108,8 +108,8 @@ class RelocalizerConfig:
             of seven rooms (the six above and lowtex, 100 mapping / 50 query frames each) fell inside the 95 %
             ellipsoid (mean NEES 1.3 / 1.7); the factor for 95 % was 2.6 over all rooms (1.4-3.5 per room), so
             3. With the core's half-cell floor (refine_core_min_cells), same rooms and frames: 98.3 % / 96.0 %
-            inside at 3 (90-100 % per room), factor for 95 % again 2.6. Rerun the bench section after changing the student or the solver
-            (kd3d_core.localization.calibration).
+            inside at 3 (90-100 % per room), factor for 95 % again 2.6. Rerun the bench section after changing
+            the student or the solver (kd3d_core.localization.calibration).
         min_image_side_px: smaller images are refused.
         max_aspect_mismatch: refuse images whose aspect ratio differs from the model's input by more than this
             factor (the network would see them stretched); 0 disables.

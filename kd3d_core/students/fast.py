@@ -37,6 +37,11 @@ from kd3d_core.threads import usable_cores
 OUTPUT_STRIDE = 8
 
 
+def _exporting() -> bool:
+    """True while torch.jit traces or torch.onnx exports: what runs must then be the PyTorch ops."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 class InputNorm(str, Enum):
     """What the encoder does to the (ImageNet-normalised) image before its first convolution.
 
@@ -145,7 +150,8 @@ class FastConfig:
                 except ValueError as err:
                     raise ConfigError(f"fast {name} must be one of {[k.value for k in kind]}") from err
         if self.knn_pq < 0 or (self.knn_pq and self.knn_dim % self.knn_pq):
-            raise ConfigError(f"fast knn_pq must be 0 (int8 keys) or divide knn_dim ({self.knn_dim}), got {self.knn_pq}")
+            raise ConfigError(f"fast knn_pq must be 0 (int8 keys) or divide knn_dim ({self.knn_dim}), "
+                              f"got {self.knn_pq}")
         if self.lcn_window < 3 or self.lcn_window % 2 == 0 or not self.lcn_eps > 0:
             raise ConfigError(f"fast lcn_window must be odd and >= 3 and lcn_eps > 0, got {self.lcn_window}, "
                               f"{self.lcn_eps}")
@@ -220,7 +226,7 @@ class FastEncoder(nn.Module):
     def _box_counts(self, image_B3HW: torch.Tensor) -> torch.Tensor:
         """LCN's per-pixel box sizes for this input size, computed once per size (a few % of the LCN time)."""
         key = (tuple(image_B3HW.shape[-2:]), image_B3HW.device, image_B3HW.dtype)
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if _exporting():
             return box_counts(key[0], self.lcn_window, key[1], key[2])
         counts = self._counts.get(key)
         if counts is None:
@@ -231,7 +237,7 @@ class FastEncoder(nn.Module):
         """Features B x feature_dim x H/8 x W/8."""
         x = self.normalise(image_B3HW)
         runner = self.trunk_runner
-        if runner is not None and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        if runner is not None and not _exporting():
             return runner(x)
         return self.trunk(x)
 
@@ -243,7 +249,7 @@ class FastEncoder(nn.Module):
         """
         if ((self.lcn_window or self.lcn_blur) and image_B3HW.device.type == "cpu"
                 and image_B3HW.dtype == torch.float32 and not (image_B3HW.requires_grad and torch.is_grad_enabled())
-                and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())):
+                and not _exporting()):
             return normalise_cv(image_B3HW, self.lcn_blur, self.lcn_window, self.lcn_eps, self.lcn_relative,
                                 self._box_counts(image_B3HW) if self.lcn_window else None)
         if self.lcn_blur:
@@ -438,7 +444,7 @@ class KnnHead(nn.Module):
     def _expanded(self, name: str) -> torch.Tensor:
         """float32 keys or points, expanded once per change of the stored buffers (export: in the graph)."""
         raw = getattr(self, name)
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if _exporting():
             return self._decode(name)
         stamp = (raw.data_ptr(), raw._version, raw.device, raw.shape)
         cached = self._cache.get(name)
@@ -553,7 +559,7 @@ class KnnHead(nn.Module):
         """Normalised points (N, 3) and cosine similarity (N,) of the nearest stored cell."""
         z = F.normalize(features_NC.float() @ self.proj - self.shift, dim=-1)
         # Export (tracing) records one fixed graph: only the exhaustive search traces correctly.
-        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        exporting = _exporting()
         if not exporting:
             self.last_query = z  # for `candidates` (the relocalizer's guided second chance on the same frame)
         sim, idx = self._inverted(z) if self.probe > 0 and not exporting else self._exhaustive(z)

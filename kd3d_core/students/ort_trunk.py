@@ -6,8 +6,8 @@ same 320x240 frames: 0.77-0.79x the time with one thread; outputs within 3e-6 of
 ~4; every cell of 20 office frames found the same memory point, the poses were identical). The whole predict() of
 the fast student took 0.89-0.91x the time at one torch thread (kd3d's default). At two threads predict() was no
 faster (1.00x; with ONNX Runtime's spinning worker threads 1.6x slower, as they compete with torch's for the kNN
-scan), so "auto" runs the convolutions in PyTorch whenever torch has more than one thread. The local contrast
-normalisation before them stays in PyTorch (exported, its running sums differed by up to 3e-3). What runs is
+scan), so "auto" runs the convolutions in PyTorch whenever torch has more than one thread. The input
+normalisation before them is not exported (FastEncoder.normalise runs it with OpenCV's filters on a CPU). What runs is
 exported from the loaded weights when a model is loaded, so a model file never holds a second copy of the encoder.
 
 Choice (`load_scene_model(..., encoder_backend=...)`, node parameter `encoder_backend`, environment variable
