@@ -30,6 +30,7 @@ setup(
         "safetensors>=0.4",
         "scipy>=1.10",
         "tqdm>=4.60",
+        "threadpoolctl>=3.1",  # NumPy's BLAS threads follow kd3d's thread policy (kd3d_core/threads.py)
         "matplotlib>=3.7",
         "pyyaml>=6",
         "torch>=2.1",

@@ -53,10 +53,17 @@ def resolve_threads(requested: int | None) -> int:
 
 
 def apply_threads(requested: int | None) -> int:
-    """Set torch's intra-op thread count once (at the start of a command); returns the count in effect."""
+    """Set torch's intra-op thread count once (at the start of a command), and NumPy's BLAS to the same count;
+    returns the count in effect.
+
+    NumPy's BLAS (OpenBLAS) otherwise starts one thread per core for products as small as the memory lookup's
+    (KnnHead._inverted), which then competes with the lookup's helper thread and with everything else on the
+    robot's CPU."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     count = resolve_threads(requested)
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
+    threadpool_limits(limits=count, user_api="blas")
     return count

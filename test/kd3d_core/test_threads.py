@@ -51,3 +51,24 @@ def test_busy_cores_starts_and_stops_its_load():
     with pytest.raises(ProcessLookupError):
         os.kill(pids[0], 0)
     assert load_average() is None or len(load_average()) == 3
+
+
+def test_apply_threads_sets_torch_and_numpys_blas_to_the_same_count():
+    import numpy  # noqa: F401  (its BLAS must be loaded for threadpoolctl to see it)
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from kd3d_core.threads import apply_threads
+
+    before = torch.get_num_threads()
+    blas_before = [(lib["prefix"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"]
+    try:
+        for count in (2, 1):
+            assert apply_threads(count) == count and torch.get_num_threads() == count
+            blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+            assert blas and all(lib["num_threads"] == count for lib in blas)
+    finally:
+        torch.set_num_threads(before)
+        from threadpoolctl import threadpool_limits
+        for prefix, n in blas_before:
+            threadpool_limits(limits={prefix: n})
