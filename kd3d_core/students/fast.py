@@ -75,15 +75,17 @@ class FastConfig:
     Attributes:
         stem_channels: channels of the three stride-2 convolutions (stride 8 in total).
         block_dilations: one residual block (two 3x3 convolutions) per entry, with this dilation; dilation
-            widens the receptive field (context disambiguates repeated texture) at no extra cost. One block
-            (dilation 2) since 2026-11-30, was four (1, 2, 4, 1): the convolutions take 0.38x the time (ONNX
-            Runtime, one thread, 320x240) and the memory matched as well or better. Measured with the default
-            Relocalizer on the three bench rooms (14 variants x 30 frames each), encoder seeds 0 and 1, within
-            5 cm / 5 deg . 2 cm / 2 deg: office 99.5-99.8 . 92.4-93.1 % (four blocks 99.0-99.3 . 93.3-93.6 %),
-            living 98.6-99.8 . 94.3-95.0 % (96.9-98.3 . 89.3-93.6 %), low-texture 65.7-66.2 . 56.9-58.1 %
-            (60.7-64.5 . 46.2-47.6 %); wrong poses 2 and 0 (four blocks 0 and 3). Two blocks (2, 4) and none
-            were within the seed-to-seed spread of one; 64 or 96 channels instead of 128 lost 1-7 points on the
-            living room.
+            widens the receptive field (context disambiguates repeated texture) at no extra cost. None since the
+            second 2026-11-30 change (the stem alone: conv3's features go to the 1x1 output layer), one block
+            (dilation 2) before it, four (1, 2, 4, 1) before that. Measured with the default Relocalizer on the
+            three bench rooms (14 variants x 30 frames each), encoder seeds 0 and 1, within 5 cm / 5 deg .
+            2 cm / 2 deg: office no block 99.5-99.8 . 94.5-96.4 %, one block 99.5-99.8 . 92.4-93.1 %, four
+            blocks 99.0-99.3 . 93.3-93.6 %; living 97.6-98.6 . 94.0-96.0 %, 98.6-99.8 . 94.3-95.0 %,
+            96.9-98.3 . 89.3-93.6 %; low-texture 63.6-64.8 . 58.1-59.0 %, 65.7-66.2 . 56.9-58.1 %,
+            60.7-64.5 . 46.2-47.6 %; wrong poses 1 and 0, 2 and 0, 0 and 3. No block missed 99 % (5 cm) or
+            90 % (2 cm) on 4 and 7 of the 28 textured rows, one block on 7 and 8. The convolutions (ONNX Runtime,
+            one thread, 320x240, side by side) take 6.8 ms with no block, 15.1 ms with one (0.45x), 40.9 with
+            four. 64 or 96 channels instead of 128 lost 1-7 points on the living room.
         feature_dim: encoder output channels (what the head sees; what the mapping buffer stores).
         head_width: hidden channels of the head MLP.
         head_blocks: residual blocks (two layers each) of the head.
@@ -122,7 +124,7 @@ class FastConfig:
     """
 
     stem_channels: tuple[int, ...] = (32, 64, 128)
-    block_dilations: tuple[int, ...] = (2,)
+    block_dilations: tuple[int, ...] = ()
     feature_dim: int = 256
     head_width: int = 256
     head_blocks: int = 2
@@ -422,6 +424,7 @@ class KnnHead(nn.Module):
         self._cache: dict[str, tuple] = {}
         self.last_query: torch.Tensor | None = None
         self.share_scan = True  # see _share
+        self.numpy_scan = True  # on a CPU, the list scan runs on NumPy (see _inverted); False: on torch
 
     @torch.no_grad()
     def store(self, keys_Nd: torch.Tensor, points_N3: torch.Tensor, generator: torch.Generator | None = None) -> None:
@@ -485,9 +488,24 @@ class KnnHead(nn.Module):
         sim_P = torch.full((n * probe,), -2.0, device=z.device)
         idx_P = torch.zeros(n * probe, dtype=torch.long, device=z.device)
 
-        def best(c: int, start: int, end: int) -> None:
-            # max(out=) writes into the pairs' slots (no temporary, no copy: fewer ops in a loop run ~K times)
-            torch.max(z_pairs[start:end] @ key_lists[c], 1, out=(sim_P[start:end], idx_P[start:end]))
+        if self._on_numpy(z):
+            # NumPy: its argmax is ~10x faster than torch.max's over these small products, and a NumPy call costs
+            # less than a torch op. Measured side by side (bench/knn_scan.py: office, 20 queries at 640x480, one
+            # thread): the scan alone 0.53x; with the NumPy list choice (_probe_pairs) predict 0.68-0.79x and
+            # localize 0.71-0.82x. Chosen keys differ in ~4 of 10^5 cells (float rounding of near-ties).
+            z_np, sim_np, idx_np = z_pairs.numpy(), sim_P.numpy(), idx_P.numpy()
+            key_np = self._key_lists(numpy=True)
+            rows = np.arange(max(np.diff(ends, prepend=0).max(initial=0), 1))
+
+            def best(c: int, start: int, end: int) -> None:
+                sim = z_np[start:end] @ key_np[c]
+                pick = sim.argmax(1)
+                idx_np[start:end] = pick
+                sim_np[start:end] = sim[rows[:end - start], pick]
+        else:
+            def best(c: int, start: int, end: int) -> None:
+                # max(out=) writes into the pairs' slots (no temporary, no copy: fewer ops in a loop run ~K times)
+                torch.max(z_pairs[start:end] @ key_lists[c], 1, out=(sim_P[start:end], idx_P[start:end]))
 
         self._share(best, ends, key_lists)
         idx_P += self.offsets[lists[order]]
@@ -531,29 +549,44 @@ class KnnHead(nn.Module):
         work()
         future.result()
 
+    def _on_numpy(self, z: torch.Tensor) -> bool:
+        """Does the search of these query rows run on NumPy (numpy_scan, a CPU tensor, no autograd)?"""
+        return self.numpy_scan and z.device.type == "cpu" and not z.requires_grad
+
     def _probe_pairs(self, z: torch.Tensor, probe: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                    torch.Tensor, list[int]]:
         """Each row's `probe` most similar lists, as (row, list) pairs grouped by list: each list's queries are then
         one contiguous slice (a view). Returns the lists per row (N, probe), the pairs' lists, the grouping order,
         the pairs' query rows in that order and each list's end in it."""
-        lists_NP = (z @ self.centroids.T).topk(probe, dim=1).indices
+        if self._on_numpy(z) and probe <= 16:
+            # `probe` rounds of NumPy's argmax: ~2x faster than torch.topk here (both pick the same lists)
+            sims = z.numpy() @ self.centroids.numpy().T
+            picked, rows = np.empty((z.shape[0], probe), np.int64), np.arange(z.shape[0])
+            for j in range(probe):
+                picked[:, j] = sims.argmax(1)
+                sims[rows, picked[:, j]] = -np.inf
+            lists_NP = torch.from_numpy(picked)
+        else:
+            lists_NP = (z @ self.centroids.T).topk(probe, dim=1).indices
         lists = lists_NP.reshape(-1)
         order = torch.argsort(lists)
         z_pairs = z[torch.arange(z.shape[0], device=z.device).repeat_interleave(probe)[order]]
         ends = torch.bincount(lists, minlength=self.centroids.shape[0]).cumsum(0).tolist()
         return lists_NP, lists, order, z_pairs, ends
 
-    def _key_lists(self) -> list[torch.Tensor | None]:
+    def _key_lists(self, numpy: bool = False) -> list:
         """Per inverted-file list, its float keys transposed into one contiguous (d, size) block (None for an empty
-        list), decoded once per change of the stored buffers. Contiguous blocks made the frame's list scan ~20 %
-        faster than transposed views of one key matrix (small matrix products on a CPU)."""
+        list), decoded once per change of the stored buffers; numpy=True: the same memory as NumPy arrays (CPU
+        only). Contiguous blocks made the frame's list scan ~20 % faster than transposed views of one key matrix
+        (small matrix products on a CPU)."""
         stamp = (self.keys.data_ptr(), self.keys._version, self.offsets._version, self.keys.device)
         cached = self._cache.get("key_lists")
         if cached is None or cached[0] != stamp:
             keys, offsets = self._decode("keys"), self.offsets.tolist()
             lists = [keys[a:b].T.contiguous() if b > a else None for a, b in zip(offsets[:-1], offsets[1:])]
-            cached = self._cache["key_lists"] = (stamp, lists)
-        return cached[1]
+            as_numpy = [None if k is None else k.numpy() for k in lists] if keys.device.type == "cpu" else None
+            cached = self._cache["key_lists"] = (stamp, lists, as_numpy)
+        return cached[2] if numpy else cached[1]
 
     def lookup(self, features_NC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised points (N, 3) and cosine similarity (N,) of the nearest stored cell."""

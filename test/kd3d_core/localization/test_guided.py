@@ -65,8 +65,8 @@ def test_config_checks_the_guided_settings():
 
 
 def test_memory_candidates_rank_the_predicted_point_first(fast_room):
-    """The real model: candidate 0 of every cell is the point predict() returned, with its confidence; the
-    others are less similar; before any prediction there is nothing to give."""
+    """The real model: candidate 0 of a cell is the point predict() returned (or an equally similar one), with
+    its confidence; the others are less similar; before any prediction there is nothing to give."""
     model = load_scene_model(fast_room.model_path, "cpu")
     assert model.memory_candidates(4) is None
     frame = open_scene(fast_room.root).split(Split.QUERY)[0]
@@ -74,8 +74,11 @@ def test_memory_candidates_rank_the_predicted_point_first(fast_room):
     points, sims = model.memory_candidates(4)
     h, w = prediction.conf_hw.shape
     assert points.shape == (h * w, 4, 3) and sims.shape == (h * w, 4)
-    np.testing.assert_allclose(points[:, 0], prediction.points_hw3.reshape(-1, 3), atol=1e-5)
+    # predict searches on NumPy, candidates on torch: where two stored keys are equally similar to the float
+    # rounding (flat, repeated texture) they may pick different ones, with the same similarity
     np.testing.assert_allclose((sims[:, 0] + 1) / 2, prediction.conf_hw.reshape(-1), atol=1e-5)
+    same = np.all(np.abs(points[:, 0] - prediction.points_hw3.reshape(-1, 3)) <= 1e-5, axis=1)
+    assert same.mean() > 0.95, same.mean()
     assert np.all(np.diff(sims, axis=1) <= 1e-6)
 
 
