@@ -48,11 +48,15 @@ def ransac_pnp(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray,
         K: 3x3 intrinsics of those pixels.
         config: solver, estimator, threshold and iteration settings.
     """
-    flags = _USAC_FLAGS.get(config.ransac, _SOLVER_FLAGS[config.solver])
     try:
-        ok, rvec, tvec, inliers = cv2.solvePnPRansac(
-            points_N3, uv_N2, K, None, iterationsCount=config.ransac_iterations,
-            reprojectionError=config.reprojection_threshold_px, confidence=config.ransac_confidence, flags=flags)
+        if config.ransac is RansacMethod.USAC_NO_LO:
+            ok, _, rvec, tvec, inliers = cv2.solvePnPRansac(points_N3, uv_N2, K, None, params=_usac_no_lo(config))
+        else:
+            flags = _USAC_FLAGS.get(config.ransac, _SOLVER_FLAGS[config.solver])
+            ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+                points_N3, uv_N2, K, None, iterationsCount=config.ransac_iterations,
+                reprojectionError=config.reprojection_threshold_px, confidence=config.ransac_confidence,
+                flags=flags)
     except cv2.error:
         # Degenerate samples (all points collinear, too few) make some solvers throw instead of failing.
         return None
@@ -60,6 +64,19 @@ def ransac_pnp(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray,
         return None
     pose = CameraPose(np.asarray(rvec, np.float64).reshape(3, 1), np.asarray(tvec, np.float64).reshape(3, 1))
     return pose, inliers.reshape(-1)
+
+
+def _usac_no_lo(config: RelocalizerConfig) -> cv2.UsacParams:
+    """USAC with uniform sampling and the MSAC score, no local optimisation and no final polishing."""
+    params = cv2.UsacParams()
+    params.confidence = config.ransac_confidence
+    params.maxIterations = config.ransac_iterations
+    params.threshold = config.reprojection_threshold_px
+    params.sampler = cv2.SAMPLING_UNIFORM
+    params.score = cv2.SCORE_METHOD_MSAC
+    params.loMethod = cv2.LOCAL_OPTIM_NULL
+    params.final_polisher = cv2.NONE_POLISHER
+    return params
 
 
 def reprojection_errors(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray, pose: CameraPose) -> np.ndarray:
