@@ -29,13 +29,10 @@ class RansacMethod(str, Enum):
     USAC_MAGSAC = "usac_magsac"
     USAC_PROSAC = "usac_prosac"
     USAC_PARALLEL = "usac_parallel"
-    # USAC's uniform sampling and MSAC score without its local optimisation and final polishing (the relocalizer
-    # refines on the inliers itself). Measured against USAC_DEFAULT on the fast student's 640x480 office queries:
-    # 2.1 against 11.9 ms a frame (0.18x); in the robustness bench's rooms (14 variants x 30 frames, one model per
-    # room, same run) office 99.5 . 96.2 % against 99.8 . 96.4 % within 5 cm / 5 deg . 2 cm / 2 deg, living
-    # 97.9 . 95.7 against 97.9 . 96.2 %, low texture 63.1 . 57.1 against 64.5 . 58.8 % with one wrong pose
-    # against none. Faster, a little less accurate on hard frames: not the default.
-    USAC_NO_LO = "usac_no_lo"
+    # USAC's uniform sampling and MSAC score with a short local optimisation (ransac_lo_iterations inner rounds on
+    # ransac_lo_sample inliers; 0 rounds: none) and no final polishing: the relocalizer refines on the inliers
+    # itself (refine, refine_core_rounds). See RelocalizerConfig for the measurement.
+    USAC_LIGHT = "usac_light"
 
 
 class RefineMethod(str, Enum):
@@ -60,7 +57,16 @@ class RelocalizerConfig:
     PnP time (office 240 frames, low-texture room 180), but in the robustness bench's 320x240 queries (two runs
     that differed only in the estimator) it lost frames (living noise 97 -> 90 %, low-texture clean 97 -> 93 %
     and gain x0.5 20 -> 10 % within 5 cm / 5 deg; bench/results-2026-11-30-cpu2-robustness-eps.md against
-    -robustness-v2.md) for ~4 ms of a ~130 ms frame, so USAC_DEFAULT stays.
+    -robustness-v2.md) for ~4 ms of a ~130 ms frame, so USAC_DEFAULT stayed.
+
+    Since the second 2026-11-30 change the default is USAC_LIGHT: USAC_DEFAULT's local optimisation took ~80 % of
+    its time, and our own refinement follows RANSAC anyway. One inner local-optimisation round on 10 inliers (no
+    final polishing) matched USAC_DEFAULT in the robustness bench's three rooms (14 variants x 30 frames each,
+    one fast model per room, same run): 1101 and 1101 of 1260 frames within 5 cm / 5 deg, 1054 and 1056 within
+    2 cm / 2 deg, no wrong pose either way; no local optimisation lost 7 and 10 frames with one wrong pose
+    (1094 / 1046; with two more refine_rounds 1099 / 1051), two rounds on 14 inliers 1095 / 1052. Side by side
+    (bench/side_by_side.py --compare ransac:usac_default,usac_light; office 640x480 and low-texture 320x240
+    queries, one thread): PnP-RANSAC 3.3-3.7 against 9.8-10.0 ms and 4.9 against 11.5 ms, localize 0.87x.
 
     Attributes:
         min_confidence: cells whose predicted confidence is not above this are dropped.
@@ -70,6 +76,8 @@ class RelocalizerConfig:
         reprojection_threshold_px: inlier threshold in pixels of the input image.
         ransac_iterations: maximum RANSAC iterations.
         ransac_confidence: RANSAC stopping confidence.
+        ransac_lo_iterations, ransac_lo_sample: USAC_LIGHT's inner local-optimisation rounds (0: none) and the
+            inliers each round fits.
         refine: refinement on the inliers.
         refine_rounds: re-select inliers with the refined pose and refine again this many extra times.
         refine_core_fraction / refine_core_rounds / refine_core_min_cells: then refine refine_core_rounds more times
@@ -178,10 +186,12 @@ class RelocalizerConfig:
     min_confidence: float = 0.0
     max_correspondences: int = 2048
     solver: PnpSolver = PnpSolver.SQPNP
-    ransac: RansacMethod = RansacMethod.USAC_DEFAULT
+    ransac: RansacMethod = RansacMethod.USAC_LIGHT
     reprojection_threshold_px: float = 12.0
     ransac_iterations: int = 1000
     ransac_confidence: float = 0.9999
+    ransac_lo_iterations: int = 1
+    ransac_lo_sample: int = 10
     refine: RefineMethod = RefineMethod.LM
     refine_rounds: int = 1
     refine_core_fraction: float = 0.25
@@ -226,6 +236,8 @@ class RelocalizerConfig:
             (self.reprojection_threshold_px > 0, "reprojection_threshold_px must be > 0"),
             (self.ransac_iterations > 0, "ransac_iterations must be > 0"),
             (0 < self.ransac_confidence < 1, "ransac_confidence must be in (0, 1)"),
+            (self.ransac_lo_iterations >= 0, "ransac_lo_iterations must be >= 0"),
+            (self.ransac_lo_sample >= 4, "ransac_lo_sample must be >= 4"),
             (self.refine_rounds >= 0, "refine_rounds must be >= 0"),
             (0.0 <= self.refine_core_fraction <= 1.0, "refine_core_fraction must be in [0, 1]"),
             (self.refine_core_rounds >= 0, "refine_core_rounds must be >= 0"),

@@ -49,8 +49,8 @@ def ransac_pnp(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray,
         config: solver, estimator, threshold and iteration settings.
     """
     try:
-        if config.ransac is RansacMethod.USAC_NO_LO:
-            ok, _, rvec, tvec, inliers = cv2.solvePnPRansac(points_N3, uv_N2, K, None, params=_usac_no_lo(config))
+        if config.ransac is RansacMethod.USAC_LIGHT:
+            ok, _, rvec, tvec, inliers = cv2.solvePnPRansac(points_N3, uv_N2, K, None, params=_usac_light(config))
         else:
             flags = _USAC_FLAGS.get(config.ransac, _SOLVER_FLAGS[config.solver])
             ok, rvec, tvec, inliers = cv2.solvePnPRansac(
@@ -66,15 +66,17 @@ def ransac_pnp(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray,
     return pose, inliers.reshape(-1)
 
 
-def _usac_no_lo(config: RelocalizerConfig) -> cv2.UsacParams:
-    """USAC with uniform sampling and the MSAC score, no local optimisation and no final polishing."""
+def _usac_light(config: RelocalizerConfig) -> cv2.UsacParams:
+    """USAC with uniform sampling, the MSAC score and a short inner local optimisation, no final polishing."""
     params = cv2.UsacParams()
     params.confidence = config.ransac_confidence
     params.maxIterations = config.ransac_iterations
     params.threshold = config.reprojection_threshold_px
     params.sampler = cv2.SAMPLING_UNIFORM
     params.score = cv2.SCORE_METHOD_MSAC
-    params.loMethod = cv2.LOCAL_OPTIM_NULL
+    params.loMethod = cv2.LOCAL_OPTIM_INNER_LO if config.ransac_lo_iterations else cv2.LOCAL_OPTIM_NULL
+    params.loIterations = config.ransac_lo_iterations
+    params.loSampleSize = config.ransac_lo_sample
     params.final_polisher = cv2.NONE_POLISHER
     return params
 

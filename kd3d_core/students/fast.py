@@ -490,9 +490,10 @@ class KnnHead(nn.Module):
 
         if self._on_numpy(z):
             # NumPy: its argmax is ~10x faster than torch.max's over these small products, and a NumPy call costs
-            # less than a torch op. Measured side by side (bench/knn_scan.py: office, 20 queries at 640x480, one
-            # thread): the scan alone 0.53x; with the NumPy list choice (_probe_pairs) predict 0.68-0.79x and
-            # localize 0.71-0.82x. Chosen keys differ in ~4 of 10^5 cells (float rounding of near-ties).
+            # less than a torch op. Measured side by side (bench/side_by_side.py --compare scan: office, 20 queries
+            # at 640x480, one thread): the scan alone 0.53x; with the NumPy list choice (_probe_pairs) predict
+            # 0.68-0.79x and localize 0.71-0.82x. Chosen keys differ in 0.004-0.3 % of the cells (near-ties
+            # and exact ties of stored keys, which the two libraries break differently).
             z_np, sim_np, idx_np = z_pairs.numpy(), sim_P.numpy(), idx_P.numpy()
             key_np = self._key_lists(numpy=True)
             rows = np.arange(max(np.diff(ends, prepend=0).max(initial=0), 1))

@@ -49,7 +49,7 @@ def test_exact_correspondences_give_exact_pose(rng):
 
 
 @pytest.mark.parametrize("ransac", [RansacMethod.RANSAC, RansacMethod.USAC_DEFAULT, RansacMethod.USAC_FAST,
-                                    RansacMethod.USAC_ACCURATE, RansacMethod.USAC_NO_LO])
+                                    RansacMethod.USAC_ACCURATE, RansacMethod.USAC_LIGHT])
 def test_noise_and_outliers(rng, ransac):
     """2 cm point noise and 40 % gross outliers: within 3 cm / 1 degree on all of several cameras."""
     relocalizer_cfg = RelocalizerConfig(ransac=ransac)
