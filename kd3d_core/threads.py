@@ -18,6 +18,7 @@ a time, so a busy second core costs nothing measurable (0.96-0.99x) while an idl
 """
 from __future__ import annotations
 
+import logging
 import os
 
 from kd3d_core.errors import ConfigError
@@ -60,10 +61,15 @@ def apply_threads(requested: int | None) -> int:
     (KnnHead._inverted), which then competes with the lookup's helper thread and with everything else on the
     robot's CPU."""
     import torch
-    from threadpoolctl import threadpool_limits
 
     count = resolve_threads(requested)
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
-    threadpool_limits(limits=count, user_api="blas")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a ROS install that skipped pip's requirements: slower lookups, same results
+        logging.getLogger(__name__).warning("kd3d: threadpoolctl is not installed, so NumPy's BLAS keeps its own "
+                                            "thread count (pip install threadpoolctl)")
+    else:
+        threadpool_limits(limits=count, user_api="blas")
     return count

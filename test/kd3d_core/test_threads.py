@@ -72,3 +72,20 @@ def test_apply_threads_sets_torch_and_numpys_blas_to_the_same_count():
         from threadpoolctl import threadpool_limits
         for prefix, n in blas_before:
             threadpool_limits(limits={prefix: n})
+
+
+def test_apply_threads_without_threadpoolctl_warns_and_still_sets_torch(monkeypatch, caplog):
+    import sys
+
+    import torch
+
+    from kd3d_core.threads import apply_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import now raises ImportError
+    try:
+        with caplog.at_level("WARNING"):
+            assert apply_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "threadpoolctl is not installed" in caplog.text
