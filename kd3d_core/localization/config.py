@@ -59,14 +59,15 @@ class RelocalizerConfig:
     and gain x0.5 20 -> 10 % within 5 cm / 5 deg; bench/results-2026-11-30-cpu2-robustness-eps.md against
     -robustness-v2.md) for ~4 ms of a ~130 ms frame, so USAC_DEFAULT stayed.
 
-    Since the second 2026-11-30 change the default is USAC_LIGHT: USAC_DEFAULT's local optimisation took ~80 % of
-    its time, and our own refinement follows RANSAC anyway. One inner local-optimisation round on 10 inliers (no
-    final polishing) matched USAC_DEFAULT in the robustness bench's three rooms (14 variants x 30 frames each,
-    one fast model per room, same run): 1101 and 1101 of 1260 frames within 5 cm / 5 deg, 1054 and 1056 within
-    2 cm / 2 deg, no wrong pose either way; no local optimisation lost 7 and 10 frames with one wrong pose
-    (1094 / 1046; with two more refine_rounds 1099 / 1051), two rounds on 14 inliers 1095 / 1052. Side by side
-    (bench/side_by_side.py --compare ransac:usac_default,usac_light; office 640x480 and low-texture 320x240
-    queries, one thread): PnP-RANSAC 3.3-3.7 against 9.8-10.0 ms and 4.9 against 11.5 ms, localize 0.87x.
+    USAC_LIGHT (one inner local-optimisation round on 10 inliers, no final polishing) was measured as the default:
+    USAC_DEFAULT's local optimisation takes ~80 % of its time, and our own refinement follows RANSAC anyway. Side
+    by side (bench/side_by_side.py --compare ransac:usac_default,usac_light; office 640x480 and low-texture 320x240
+    queries, one thread) PnP-RANSAC took 3.3-3.7 against 9.8-10.0 ms and 4.9 against 11.5 ms, localize 0.87x. But
+    on four fast models (no block and one block, encoder seeds 0 and 1; the robustness bench's three rooms, 14
+    variants x 30 frames each, 5040 frames in all) it localized 4403 frames within 5 cm / 5 deg against 4423,
+    4124 within 2 cm / 2 deg against 4152, and gave 7 wrong poses against 2 (the extra ones plain poses 11-35 cm
+    off with inlier ratios 0.10-0.12: without the local optimisation a wrong hypothesis scrapes past the ratio
+    bar). A wrong pose costs more than 6 ms, so USAC_DEFAULT stays; USAC_LIGHT is there for speed on easy scenes.
 
     Attributes:
         min_confidence: cells whose predicted confidence is not above this are dropped.
@@ -186,7 +187,7 @@ class RelocalizerConfig:
     min_confidence: float = 0.0
     max_correspondences: int = 2048
     solver: PnpSolver = PnpSolver.SQPNP
-    ransac: RansacMethod = RansacMethod.USAC_LIGHT
+    ransac: RansacMethod = RansacMethod.USAC_DEFAULT
     reprojection_threshold_px: float = 12.0
     ransac_iterations: int = 1000
     ransac_confidence: float = 0.9999

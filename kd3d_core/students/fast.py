@@ -83,9 +83,12 @@ class FastConfig:
             blocks 99.0-99.3 . 93.3-93.6 %; living 97.6-98.6 . 94.0-96.0 %, 98.6-99.8 . 94.3-95.0 %,
             96.9-98.3 . 89.3-93.6 %; low-texture 63.6-64.8 . 58.1-59.0 %, 65.7-66.2 . 56.9-58.1 %,
             60.7-64.5 . 46.2-47.6 %; wrong poses 1 and 0, 2 and 0, 0 and 3. No block missed 99 % (5 cm) or
-            90 % (2 cm) on 4 and 7 of the 28 textured rows, one block on 7 and 8. The convolutions (ONNX Runtime,
-            one thread, 320x240, side by side) take 6.8 ms with no block, 15.1 ms with one (0.45x), 40.9 with
-            four. 64 or 96 channels instead of 128 lost 1-7 points on the living room.
+            90 % (2 cm) on 4 and 7 of the 28 textured rows, one block on 7 and 8 (these with USAC_DEFAULT and the
+            torch search). With the NumPy search and usac_light, frames of 2 x 1260 within 5 cm / 5 deg .
+            2 cm / 2 deg: no block 2190 . 2080 with 4 wrong, one block 2213 . 2044 with 3 wrong; one block of a
+            single convolution 2194 . 2028 with 5 wrong, one depthwise-separable block 2150 . 1915 with 8. The
+            convolutions (ONNX Runtime, one thread, 320x240, side by side) take 6.8 ms with no block, 15.1 ms
+            with one (0.45x), 40.9 with four. 64 or 96 channels instead of 128 lost 1-7 points on the living room.
         feature_dim: encoder output channels (what the head sees; what the mapping buffer stores).
         head_width: hidden channels of the head MLP.
         head_blocks: residual blocks (two layers each) of the head.
