@@ -36,29 +36,35 @@ def main(argv: list[str] | None = None) -> int:
 
     import cv2
 
+    from kd3d_core.errors import Kd3dError
     from kd3d_core.geometry import pose_error
     from kd3d_core.localization import Relocalizer, RelocalizerConfig
     from kd3d_core.scene import Split, open_scene
     from kd3d_core.students import load_scene_model
     from kd3d_core.threads import apply_threads
 
-    apply_threads(args.threads)
-    cv2.setNumThreads(args.threads)
-    model = load_scene_model(args.model, "cpu")
-    head = model._memory_head()
     base = RelocalizerConfig()
-    if args.compare == "scan":
-        if head is None:
-            print(f"{args.model} has no feature memory (not a fast student with a KNN head)", file=sys.stderr)
-            return 2
-        settings = {"torch scan": (True, base), "numpy scan": (False, base)}
-    elif args.compare.startswith("ransac:") and len(args.compare[7:].split(",")) == 2:
-        settings = {name: (None, replace(base, ransac=name)) for name in args.compare[7:].split(",")}
-    else:
-        print(f"--compare must be scan or ransac:A,B, got {args.compare!r}", file=sys.stderr)
+    try:
+        if args.compare == "scan":
+            settings = {"torch scan": (True, base), "numpy scan": (False, base)}
+        elif args.compare.startswith("ransac:") and len(args.compare[7:].split(",")) == 2:
+            settings = {name: (None, replace(base, ransac=name)) for name in args.compare[7:].split(",")}
+        else:
+            raise Kd3dError(f"--compare must be scan or ransac:A,B, got {args.compare!r}")
+        apply_threads(args.threads)
+        cv2.setNumThreads(args.threads)
+        model = load_scene_model(args.model, "cpu")
+        head = model._memory_head()
+        if args.compare == "scan" and head is None:
+            raise Kd3dError(f"{args.model} has no feature memory (not a fast student with a KNN head)")
+        relocalizers = {name: Relocalizer(model, cfg) for name, (_, cfg) in settings.items()}
+        frames = [(f.load_rgb(), f.K, f.world_T_cam)
+                  for f in list(open_scene(args.scene).split(Split.QUERY))[:args.frames]]
+        if not frames:
+            raise Kd3dError(f"{args.scene} has no query frames")
+    except Kd3dError as err:
+        print(f"side_by_side: {err}", file=sys.stderr)
         return 2
-    relocalizers = {name: Relocalizer(model, cfg) for name, (_, cfg) in settings.items()}
-    frames = [(f.load_rgb(), f.K, f.world_T_cam) for f in list(open_scene(args.scene).split(Split.QUERY))[:args.frames]]
 
     def use(name: str) -> None:
         torch_scan = settings[name][0]
