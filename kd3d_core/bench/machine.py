@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import subprocess
 from pathlib import Path
 
 
@@ -25,6 +26,25 @@ def _memory_gb() -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def code_version(root: Path | None = None) -> str | None:
+    """The kd3d commit the benchmark ran ("abc1234", "+ uncommitted changes" when the tracked files differ), or
+    None when kd3d is not run from a git checkout (an installed package) or git is missing."""
+    root = root or Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root.resolve():
+            return None  # kd3d sits inside some other repository (a site-packages under a git tree)
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit} + uncommitted changes" if dirty else commit
 
 
 def machine_info(device: str) -> dict:
@@ -49,6 +69,7 @@ def machine_info(device: str) -> dict:
         "numpy": np.__version__,
         "device": "cuda" if cuda else "cpu",
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "kd3d_code": code_version(),
     }
     return info
 

@@ -155,7 +155,8 @@ def report_markdown(report: BenchReport) -> str:
         f"{m.get('memory_gb')} GB RAM{gpu}; device {m.get('device')}; load average at start "
         f"{m.get('load_average_1_5_15')}.",
         f"- Software: Python {m.get('python')}, torch {m.get('torch')} ({m.get('torch_threads')} threads), "
-        f"OpenCV {m.get('opencv')}, NumPy {m.get('numpy')}.",
+        f"OpenCV {m.get('opencv')}, NumPy {m.get('numpy')}; kd3d code "
+        f"{m.get('kd3d_code') or 'not from a git checkout'}.",
         "- Times are medians over repeated runs with (min-max); compare ratios across machines, not absolute "
         "times.", "",
     ]

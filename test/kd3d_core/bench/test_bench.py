@@ -134,8 +134,10 @@ def test_speed_size_and_scaling_measure_real_work(report_files: tuple[dict, str]
 
 
 def test_markdown_has_one_table_per_section(report_files: tuple[dict, str]) -> None:
-    _, md = report_files
+    doc, md = report_files
     assert md.startswith("# kd3d benchmark (quick smoke configuration)")
+    code = doc["machine"]["kd3d_code"]  # this checkout's commit (None when the tests run outside git)
+    assert f"kd3d code {code or 'not from a git checkout'}." in md
     for heading in ("## Accuracy on the synthetic room suite", "## Distillation (mapping) time per room",
                     "## Relocalization speed at 160x120 input vs DUSt3R", "## Model size vs DUSt3R 512-DPT",
                     "## Relocalization time vs input resolution", "## Global alignment time and memory vs frame"):
@@ -197,3 +199,32 @@ def test_robustness_config_is_checked_before_any_work(tmp_path: Path) -> None:
         BenchConfig(families=("robustness",), robust_students=("fast", "cnnx"), workdir=tmp_path)
     assert BenchConfig(families=("robustness",), robust_students=("fast-no-lcn", "vit"), workdir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_code_version_names_the_commit_and_uncommitted_changes(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from kd3d_core.bench.machine import code_version
+
+    assert code_version(tmp_path) is None  # not a git checkout
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")  # code_version then says None, checked above
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    (repo / "a.txt").write_text("1")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    assert code_version(repo) == commit
+    (repo / "new.txt").write_text("untracked files do not count")
+    assert code_version(repo) == commit
+    (repo / "a.txt").write_text("2")
+    assert code_version(repo) == f"{commit} + uncommitted changes"
+    (repo / "sub").mkdir()
+    assert code_version(repo / "sub") is None  # a folder inside a checkout is not its root
