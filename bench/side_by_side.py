@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         err = np.array(s["err"])
         r2 = np.mean((err[:, 0] <= 0.02) & (err[:, 1] <= 2))
         r5 = np.mean((err[:, 0] <= 0.05) & (err[:, 1] <= 5))
-        print(f"{name:14s} PnP-RANSAC {np.median(s['pnp']):5.1f} ms; within 2 cm / 2 deg {r2:.0%}, 5 cm / 5 deg {r5:.0%}")
+        print(f"{name:14s} PnP-RANSAC {np.median(s['pnp']):5.1f} ms; "
+              f"within 2 cm / 2 deg {r2:.0%}, 5 cm / 5 deg {r5:.0%}")
     if args.compare == "scan":
         print(f"cells with bit-identical points: mean {np.mean(same):.5f}, worst frame {min(same):.4f}")
     print(f"({len(frames)} frames x {args.rounds} rounds, {args.threads} thread(s))")
