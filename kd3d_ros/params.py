@@ -119,6 +119,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "A frame lost upright is retried on the image turned back by +/- this angle about the optical axis "
               "(cameras that roll); costs one network pass per try on lost frames only (0 = off).",
               min_value=0.0, max_value=90.0),
+    ParamSpec("roll_upright_deg", 8.0,
+              "A frame localized with the camera rolled by at least this angle from the mapping cameras' up is "
+              "localized once more on the image turned upright, keeping the pose with more inliers (more precise "
+              "for rolled cameras; one network pass on such frames only; 0 = off).", min_value=0.0, max_value=90.0),
     ParamSpec("guided_candidates", 8,
               "A frame whose pose fails the inlier checks gets a guided second chance: each cell's match is "
               "re-chosen among this many most similar memory cells under the failed pose, and PnP runs again "
@@ -165,6 +169,7 @@ class NodeConfig:
     relocalize_timeout: float
     covariance_inflation: float
     roll_retry_deg: float
+    roll_upright_deg: float
     guided_candidates: int
     threads: int
     encoder_backend: str

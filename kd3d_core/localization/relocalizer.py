@@ -27,7 +27,7 @@ from kd3d_core.localization.correspondences import (
 from kd3d_core.localization.guided import CONVERGED_M, guided_correspondences, guided_ratio_bar
 from kd3d_core.localization.pnp import pose_covariance, ransac_pnp, refine_pose, reprojection_errors
 from kd3d_core.localization.result import FailureReason, ImageStats, PoseEstimate, StageTimings
-from kd3d_core.localization.roll import rolled_view, unroll_prediction
+from kd3d_core.localization.roll import camera_roll_deg, rolled_view, unroll_prediction
 from kd3d_core.prediction import ScenePrediction, ScenePredictor
 
 
@@ -116,7 +116,41 @@ class Relocalizer:
                 pass
         if not estimate.success and estimate.failure in _RETRY_ROLLED:
             estimate, prediction = self._retry_rolled(rgb_HW3, K, dist_coeffs, stamp_ns, estimate, prediction)
+        if estimate.success and self.config.roll_upright_deg > 0:
+            estimate, prediction = self._look_upright(rgb_HW3, K, dist_coeffs, stamp_ns, estimate, prediction)
         return dataclasses.replace(estimate, image=stats), prediction
+
+    def _look_upright(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
+                      stamp_ns: int | None, found: PoseEstimate,
+                      prediction: ScenePrediction) -> tuple[PoseEstimate, ScenePrediction]:
+        """Once a pose shows the camera rolled by at least config.roll_upright_deg from the mapping cameras'
+        up, localize the image turned upright by exactly that roll; keep whichever pose has more inliers.
+
+        The timings of the returned estimate count both looks.
+        """
+        up = getattr(self.predictor, "mapping_up", None)
+        roll = None if up is None else camera_roll_deg(found.world_T_cam, up)
+        # the view that gave `found` was already turned by roll_retry_deg: its own roll is roll + that turn
+        if roll is None or abs(roll + found.roll_retry_deg) < self.config.roll_upright_deg:
+            return found, prediction
+        t0 = time.perf_counter()
+        size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
+        try:
+            view, H = rolled_view(rgb_HW3, np.asarray(K, np.float64), -roll)
+            upright = unroll_prediction(self.predictor.predict(view), H, size_wh)
+        except Exception:  # noqa: BLE001 - a second look that cannot run leaves the first answer
+            t = found.timings
+            return dataclasses.replace(found, timings=dataclasses.replace(t, predict_ms=t.predict_ms + _ms(t0))), \
+                prediction
+        estimate = self.localize_prediction(upright, K, dist_coeffs, stamp_ns, _ms(t0), size_wh)
+        if estimate.success and estimate.inliers > found.inliers:
+            t = estimate.timings
+            return dataclasses.replace(
+                estimate, timings=dataclasses.replace(t, predict_ms=t.predict_ms + found.timings.total_ms),
+                roll_retry_deg=found.roll_retry_deg, guided=found.guided, upright_turn_deg=-roll), upright
+        t = found.timings
+        return dataclasses.replace(found, timings=dataclasses.replace(
+            t, predict_ms=t.predict_ms + estimate.timings.total_ms)), prediction
 
     def _retry_rolled(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
                       stamp_ns: int | None, lost: PoseEstimate,

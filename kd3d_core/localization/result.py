@@ -99,6 +99,9 @@ class PoseEstimate:
         roll_retry_deg: the angle the image was turned back by when the upright image was lost and a turned one
             localized (RelocalizerConfig.roll_retry_deg); 0 for the upright image.
         guided: the pose came from the guided second chance (RelocalizerConfig.guided_candidates).
+        upright_turn_deg: the angle the image was turned by to look at it upright once a pose showed the camera
+            rolled (RelocalizerConfig.roll_upright_deg), when that look gave the pose; 0 otherwise. `guided` and
+            `roll_retry_deg` still say how the first pose was found.
     """
 
     success: bool
@@ -116,6 +119,7 @@ class PoseEstimate:
     inlier_stats: InlierStats | None = None
     roll_retry_deg: float = 0.0
     guided: bool = False
+    upright_turn_deg: float = 0.0
 
     @property
     def recovered_by(self) -> str:

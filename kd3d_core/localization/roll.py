@@ -6,17 +6,54 @@ features were stored from upright mapping views (the fast student's memory) lose
 roll; turning the query image back by the roll restores them. The roll is unknown, so a frame that fails upright
 is retried at a few fixed angles (RelocalizerConfig.roll_retry_deg); the network sees the warped image and its
 cells' pixel positions are mapped back through H^-1, so PnP solves for the real camera directly, with the real K.
+
+A frame that localizes while rolled has fewer good matches than it would upright, so its pose is less precise.
+Once a pose is known, so is the roll: the angle between the image's "up" and the direction the mapping cameras'
+image "up" pointed on average (`mapping_up`, stored in the model file). The relocalizer then looks once more
+at the image turned upright by exactly that angle (RelocalizerConfig.roll_upright_deg).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
 
 from kd3d_core.geometry import rotation_z
 from kd3d_core.prediction import ScenePrediction
+
+
+# Below this length the mapping cameras' mean image-up direction is not a direction (they were rolled all round).
+MIN_UP_AGREEMENT = 0.5
+# A camera whose optical axis is within ~17 deg of "up" (or "down") has no meaningful roll.
+MIN_UP_IN_IMAGE = 0.3
+
+
+def mapping_up(cam_T_world_seq: Iterable[np.ndarray]) -> tuple[float, float, float] | None:
+    """Unit vector (world frame, as the model file stores it) that the mapping cameras' image "up" (-y of the
+    camera) pointed along on average; None without poses, or when the cameras disagree (their mean up is
+    shorter than MIN_UP_AGREEMENT)."""
+    ups = [-np.asarray(T, np.float64)[1, :3] for T in cam_T_world_seq]  # row 1 of cam_R_world = camera y in world
+    ups = [u for u in ups if np.all(np.isfinite(u))]
+    if not ups:
+        return None
+    mean = np.mean(ups, axis=0)
+    length = float(np.linalg.norm(mean))
+    if length < MIN_UP_AGREEMENT:
+        return None
+    return tuple(float(v) for v in mean / length)
+
+
+def camera_roll_deg(world_T_cam: np.ndarray, up_world: np.ndarray) -> float | None:
+    """The camera's roll about its optical axis in degrees, measured from `up_world`: the angle from the image's
+    up (-y) to where `up_world` points in the image, positive towards +x (the scene looks turned clockwise), so
+    that rolled_view(image, K, -roll) shows it upright. None when the camera looks (nearly) along up or down."""
+    up_cam = np.asarray(world_T_cam, np.float64)[:3, :3].T @ np.asarray(up_world, np.float64)
+    if math.hypot(up_cam[0], up_cam[1]) < MIN_UP_IN_IMAGE:
+        return None
+    return math.degrees(math.atan2(up_cam[0], -up_cam[1]))
 
 
 def roll_homography(K: np.ndarray, angle_deg: float) -> np.ndarray:

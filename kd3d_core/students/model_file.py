@@ -63,6 +63,9 @@ class ModelMeta:
         input_mean, input_std: per-channel RGB normalisation of [0, 1] images.
         training: summary of the training run (epochs, losses, held-out errors, time, seed, ...).
         teacher: summary of the labels (teacher name, scale source, checkpoint digest, frames).
+        mapping_up: unit vector (world frame) that the mapping cameras' image "up" pointed along on average
+            (kd3d_core.localization.roll.mapping_up); the relocalizer measures a query camera's roll from it.
+            None when unknown (files written before it existed, or mapping cameras rolled all round).
         weights_sha256: digest of the tensor bytes (sorted by name), filled in by `save_scene_model`.
         format_version: version of this file layout.
     """
@@ -78,6 +81,7 @@ class ModelMeta:
     input_std: tuple[float, float, float] = IMAGENET_STD
     training: dict = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
+    mapping_up: tuple[float, float, float] | None = None
     weights_sha256: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -133,8 +137,8 @@ def meta_from_json(text: str, source: str = "model file") -> ModelMeta:
         raise ModelError(f"{source}: metadata is missing {', '.join(missing)}")
     known = {f.name for f in dataclasses.fields(ModelMeta)}
     try:
-        for key in ("input_size", "coord_mean", "input_mean", "input_std"):
-            if key in d:
+        for key in ("input_size", "coord_mean", "input_mean", "input_std", "mapping_up"):
+            if d.get(key) is not None:
                 d[key] = tuple(float(v) if key != "input_size" else int(v) for v in d[key])
         meta = ModelMeta(**{k: v for k, v in d.items() if k in known})
         _check_meta_values(meta)
@@ -163,6 +167,9 @@ def _check_meta_values(meta: ModelMeta) -> None:
         raise ValueError("coord_mean, coord_scale, input_mean and input_std must be finite numbers")
     if not meta.coord_scale > 0 or min(meta.input_std) <= 0:
         raise ValueError("coord_scale and input_std must be > 0")
+    if meta.mapping_up is not None and (len(meta.mapping_up) != 3 or not all(math.isfinite(v) for v in meta.mapping_up)
+                                        or abs(math.hypot(*meta.mapping_up) - 1.0) > 1e-3):
+        raise ValueError(f"mapping_up must be null or a unit vector of 3 numbers, got {meta.mapping_up!r}")
     if not isinstance(meta.weights_sha256, str) or not _HEX64.match(meta.weights_sha256):
         raise ValueError("weights_sha256 must be the 64-digit SHA-256 of the weights (an empty or missing digest "
                          "would skip the integrity check)")

@@ -44,6 +44,7 @@ class SceneModel:
 
     Attributes:
         world_frame: frame id of the predicted coordinates.
+        mapping_up: the mapping cameras' mean image-up direction in the world (3,), or None (ModelMeta.mapping_up).
         meta: the model file's metadata.
         device: where the network runs.
         module: the DeployModule (eval mode).
@@ -53,6 +54,7 @@ class SceneModel:
                  encoder_backend: EncoderBackend | str | None = EncoderBackend.TORCH) -> None:
         self.meta = meta
         self.world_frame = meta.world_frame
+        self.mapping_up = None if meta.mapping_up is None else np.asarray(meta.mapping_up, np.float64)
         self.device = torch.device(device)
         self.module = DeployModule(net, meta).to(self.device).eval()
         w, h = meta.input_size

@@ -28,6 +28,7 @@ from kd3d_core.config_utils import check_device
 from kd3d_core.errors import ConfigError, Kd3dError, ModelError
 from kd3d_core.evaluation.seen import mapping_record
 from kd3d_core.geometry import invert_pose, scale_intrinsics
+from kd3d_core.localization.roll import mapping_up
 from kd3d_core.labels import LabelStore
 from kd3d_core.scene import Scene, Split, open_scene
 from kd3d_core.students.fast import FastConfig, FastEncoder, FastStudent, HeadKind, KnnHead
@@ -386,6 +387,7 @@ def _map_scene(scene: Scene, store: LabelStore, config: FastTrainConfig, progres
     meta = ModelMeta(
         architecture="fast", config=config_to_dict(student.config), input_size=input_wh, output_stride=8,
         coord_mean=tuple(float(v) for v in buf.mean_3), coord_scale=1.0, world_frame=labels_meta.world_frame,
+        mapping_up=mapping_up(v.cam_T_world for v in views),
         training={"trainer": "fast", "encoder": encoder_desc, "views": len(views), "buffer_rows": len(buf),
                   "buffer_passes": buf.passes, "head": config.student.head.value, "iterations": steps, "batch_size": config.batch_size,
                   "loss": config.loss.value, "seed": config.seed, "load_s": round(load_s, 2),

@@ -20,8 +20,10 @@ from torch import nn
 from tqdm import tqdm
 
 from kd3d_core.errors import ConfigError
+from kd3d_core.geometry import invert_pose
 from kd3d_core.io_utils import check_output
 from kd3d_core.labels import LabelStore
+from kd3d_core.localization.roll import mapping_up
 from kd3d_core.scene import Scene
 from kd3d_core.students.model_file import IMAGENET_MEAN, IMAGENET_STD, ModelMeta, save_scene_model
 from kd3d_core.students.registry import cell_centres, config_to_dict, get_architecture
@@ -289,7 +291,8 @@ def _finish(run: _Run, store: LabelStore, reason: str, out: Path | None) -> Trai
                "checkpoint_digest": lm.checkpoint_digest, "labels_dir": str(store.root),
                "frames_labelled": len(run.frames)}
     meta = ModelMeta(cfg.student, config_to_dict(run.arch_config), tuple(cfg.input_size), run.stride,
-                     run.norm.mean, run.norm.scale, lm.world_frame, training=training, teacher=teacher)
+                     run.norm.mean, run.norm.scale, lm.world_frame, training=training, teacher=teacher,
+                     mapping_up=mapping_up(invert_pose(run.frames.views[i].world_T_cam) for i in run.train_idx))
     if run.ctx.is_main and out is not None:
         meta = save_scene_model(out, net, meta)
     history = [EpochRecord(**h) for h in state.history]

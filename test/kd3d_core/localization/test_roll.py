@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 from kd3d_core.errors import ConfigError
 from kd3d_core.geometry import pose_error
 from kd3d_core.localization import Relocalizer, RelocalizerConfig
-from kd3d_core.localization.roll import roll_homography, rolled_view, unroll_prediction
+from kd3d_core.localization.roll import camera_roll_deg, mapping_up, roll_homography, rolled_view, unroll_prediction
 from kd3d_core.prediction import ScenePrediction
 from kd3d_core.scene import Split, open_scene
 from kd3d_core.students import load_scene_model
@@ -75,8 +75,8 @@ def test_rolled_query_is_found_only_by_the_retry(fast_room):
     rolled camera's pose (so the homography, its direction and the pixel mapping are right)."""
     model = load_scene_model(fast_room.model_path, "cpu")
     frames = open_scene(fast_room.root).split(Split.QUERY)
-    upright = Relocalizer(model, RelocalizerConfig(roll_retry_deg=()))
-    retry = Relocalizer(model, RelocalizerConfig(roll_retry_deg=(20.0, -20.0)))
+    upright = Relocalizer(model, RelocalizerConfig(roll_retry_deg=(), roll_upright_deg=0.0))
+    retry = Relocalizer(model, RelocalizerConfig(roll_retry_deg=(20.0, -20.0), roll_upright_deg=0.0))
     good = {"upright": 0, "retry": 0}
     turned = 0
     for frame in frames:
@@ -131,3 +131,95 @@ def test_roll_retry_flag_sets_both_directions():
     assert relocalizer_config_from_args(p.parse_args(["--roll-retry", "0"])).roll_retry_deg == ()
     with pytest.raises(ConfigError, match="roll_retry_deg"):
         relocalizer_config_from_args(p.parse_args(["--roll-retry", "200"]))
+    assert relocalizer_config_from_args(p.parse_args([])).roll_upright_deg == 8.0
+    assert relocalizer_config_from_args(p.parse_args(["--roll-upright", "0"])).roll_upright_deg == 0.0
+    with pytest.raises(ConfigError, match="roll_upright_deg"):
+        relocalizer_config_from_args(p.parse_args(["--roll-upright", "-1"]))
+
+
+def _looking_along_x(yaw_deg: float = 0.0, pitch_deg: float = 0.0, roll_deg: float = 0.0) -> np.ndarray:
+    """world_T_cam of a camera in a z-up world, looking along +x turned by yaw, tilted by pitch, rolled by roll
+    (the rolled camera's frame is the upright one's rotated by Rz(roll)^T, as rolled_view's camera)."""
+    upright = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # columns: camera x, y, z in world
+    turn = Rotation.from_euler("ZY", [yaw_deg, -pitch_deg], degrees=True).as_matrix()  # yaw after pitch
+    T = np.eye(4)
+    T[:3, :3] = turn @ upright @ _roll(roll_deg).T
+    return T
+
+
+@pytest.mark.parametrize("roll", [0.0, 12.0, -35.0, 170.0])
+def test_camera_roll_is_the_angle_rolled_view_turns_back(roll):
+    """A camera rolled by `roll` (what rolled_view(image, K, roll) shows) reads as rolled by `roll`, so
+    rolled_view(.., -roll) turns it upright; yaw and a moderate pitch do not change it."""
+    for yaw, pitch in ((0.0, 0.0), (73.0, 0.0), (-120.0, 30.0)):
+        got = camera_roll_deg(_looking_along_x(yaw, pitch, roll), np.array([0.0, 0.0, 1.0]))
+        assert got == pytest.approx(roll, abs=1e-6), (yaw, pitch)
+    # looking straight down, a camera has no roll to measure
+    assert camera_roll_deg(_looking_along_x(0.0, 85.0, roll), np.array([0.0, 0.0, 1.0])) is None
+
+
+def test_mapping_up_is_the_cameras_mean_up():
+    rng = np.random.default_rng(0)
+    walk = [np.linalg.inv(_looking_along_x(rng.uniform(-180, 180), rng.uniform(-15, 15), rng.normal(0, 3)))
+            for _ in range(40)]
+    up = mapping_up(walk)
+    assert isinstance(up, tuple) and len(up) == 3
+    np.testing.assert_allclose(up, [0.0, 0.0, 1.0], atol=0.06)  # pitch +-15 deg averages out over yaw
+    assert mapping_up([]) is None
+    # cameras rolled all round agree on no up
+    assert mapping_up([np.linalg.inv(_looking_along_x(0.0, 0.0, r)) for r in range(0, 360, 30)]) is None
+
+
+def test_rolled_fix_is_redone_upright(fast_room):
+    """Query frames rolled 12-16 deg localize upright; with roll_upright_deg the relocalizer turns the image back
+    by the roll its pose shows (within a few degrees of the true roll: a wrong direction would turn it twice as
+    far the other way), and keeps that pose only where it has more inliers; it stays a right pose."""
+    model = load_scene_model(fast_room.model_path, "cpu")
+    assert model.mapping_up is not None and abs(model.mapping_up[2]) > 0.99  # the synthetic rooms are z-up
+    frames = open_scene(fast_room.root).split(Split.QUERY)
+    plain = Relocalizer(model, RelocalizerConfig(roll_upright_deg=0.0))
+    look = Relocalizer(model, RelocalizerConfig(roll_upright_deg=8.0))
+    turned = 0
+    for frame in frames:
+        for angle in (12.0, -16.0):
+            rgb, _ = rolled_view(frame.load_rgb(), frame.K, angle)
+            truth = frame.world_T_cam.copy()
+            truth[:3, :3] = truth[:3, :3] @ _roll(angle).T
+            first, est = plain.localize(rgb, frame.K), look.localize(rgb, frame.K)
+            assert first.upright_turn_deg == 0.0
+            if not est.upright_turn_deg:
+                continue
+            turned += 1
+            assert abs(est.upright_turn_deg + angle) < 6.0, (frame.name, angle, est.upright_turn_deg)
+            assert est.success and est.inliers > first.inliers
+            err = pose_error(est.world_T_cam, truth)
+            assert err.translation_m < 0.15 and err.rotation_deg < 10.0, (frame.name, angle, err)
+    assert turned >= len(frames), turned
+
+
+def test_no_upright_look_without_mapping_up_or_when_upright(fast_room):
+    """One network pass per localized frame when the model has no mapping_up (older files) or the camera is
+    upright; a rolled one costs two, and its timings count both."""
+    model = load_scene_model(fast_room.model_path, "cpu")
+    calls = []
+
+    class Counting:
+        world_frame = model.world_frame
+        mapping_up = model.mapping_up
+
+        def predict(self, rgb):
+            calls.append(rgb.shape)
+            return model.predict(rgb)
+
+    frame = open_scene(fast_room.root).split(Split.QUERY)[1]
+    rolled, _ = rolled_view(frame.load_rgb(), frame.K, 15.0)
+    counting = Counting()
+    relocalizer = Relocalizer(counting, RelocalizerConfig(roll_retry_deg=()))
+    est = relocalizer.localize(frame.load_rgb(), frame.K)
+    assert est.success and len(calls) == 1 and est.upright_turn_deg == 0.0
+    est = relocalizer.localize(rolled, frame.K)
+    assert est.success and len(calls) == 3
+    assert est.timings.predict_ms > 0
+    counting.mapping_up = None
+    est = relocalizer.localize(rolled, frame.K)
+    assert est.success and len(calls) == 4 and est.upright_turn_deg == 0.0

@@ -83,6 +83,10 @@ def test_tampered_files_refused(tmp_path):
         (None, lambda s: s.update(extra=torch.zeros(2)), "unexpected tensor"),
         (None, lambda s: s["embed.weight"].add_(1e-3), "SHA-256"),
         (None, lambda s: s.update({"embed.weight": torch.zeros(16, 10)}), "shape"),
+        (lambda d: d.update(mapping_up=[0.0, 0.0, 2.0]), None, "mapping_up must be null or a unit vector"),
+        (lambda d: d.update(mapping_up=[0.0, 1.0]), None, "mapping_up must be null or a unit vector"),
+        (lambda d: d.update(mapping_up=[float("nan"), 0.0, 1.0]), None, "mapping_up"),
+        (lambda d: d.update(mapping_up="up"), None, "invalid metadata"),
     ]
     for i, (meta_fn, state_fn, match) in enumerate(cases):
         bad = _rewrite(path, tmp_path / f"bad{i}.kd3d", meta_fn, state_fn)
@@ -118,3 +122,16 @@ def test_meta_is_plain_json(tmp_path):
     _, meta = _save_tiny_vit(tmp_path / "m.kd3d")
     d = dataclasses.asdict(meta)
     assert json.loads(json.dumps(d))["architecture"] == "vit"
+
+
+def test_mapping_up_round_trips_and_older_files_have_none(tmp_path):
+    """A model file records the mapping cameras' up; one written before the field existed loads with None."""
+    path = tmp_path / "m.kd3d"
+    net, meta = _save_tiny_vit(path)
+    assert meta.mapping_up is None and load_scene_model(path, device="cpu").mapping_up is None
+    up = (0.0, 0.6, 0.8)
+    meta = save_scene_model(tmp_path / "up.kd3d", net, dataclasses.replace(meta, mapping_up=up))
+    assert read_model_meta(tmp_path / "up.kd3d").mapping_up == up
+    np.testing.assert_array_equal(load_scene_model(tmp_path / "up.kd3d", device="cpu").mapping_up, up)
+    older = _rewrite(path, tmp_path / "older.kd3d", lambda d: d.pop("mapping_up"))
+    assert read_model_meta(older).mapping_up is None
