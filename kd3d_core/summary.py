@@ -90,6 +90,7 @@ def summarize_model(path: Path | str) -> dict:
     return {"kind": "model", "path": str(path), "size_mb": round(Path(path).stat().st_size / 2**20, 2),
             "student": meta.architecture, "head": meta.config.get("head"), "input_size": list(meta.input_size),
             "output_stride": meta.output_stride, "world_frame": meta.world_frame,
+            "mapping_up": None if meta.mapping_up is None else list(meta.mapping_up),
             "teacher": meta.teacher.get("teacher"), "scale_source": meta.teacher.get("scale_source"),
             "mapping_frames": mapping.get("frames", meta.teacher.get("frames", meta.teacher.get("frames_labelled"))),
             "mapping_stamps": None if not stamps else {"first_ns": min(stamps), "last_ns": max(stamps)},
@@ -183,6 +184,8 @@ def format_model(s: dict) -> str:
              ("input", f"{w}x{h} RGB (any image is resized to it), output stride {s['output_stride']}"),
              ("camera", "any: each image's own intrinsics are used for PnP"),
              ("world frame", s["world_frame"]),
+             ("mapping up", "unknown (no rolled-camera second look)" if s.get("mapping_up") is None else
+              "(" + ", ".join(f"{v:.3f}" for v in s["mapping_up"]) + ") in the world frame"),
              ("teacher", f"{s['teacher']} (scale: {s['scale_source']})"),
              ("mapping frames", f"{s['mapping_frames']}" + ("" if span is None else
                                 f", stamps {format_stamp(span['first_ns'])} .. {format_stamp(span['last_ns'])} s"))]

@@ -142,6 +142,9 @@ def test_model_records_its_mapping_frames_and_info_describes_it(model, capsys):
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "student:        fast (knn head)" in out and "mapping frames: 24" in out and "world frame:    map" in out
+    # the synthetic rooms are z-up and their mapping walk upright: the model knows where "up" is
+    assert meta.mapping_up is not None and meta.mapping_up[2] > 0.99
+    assert "mapping up:     (" in out and ") in the world frame" in out
 
 
 def test_localize_warns_when_scoring_mapping_frames(model, tmp_path, capsys):
