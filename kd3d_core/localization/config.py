@@ -147,11 +147,12 @@ class RelocalizerConfig:
             mapping cameras' up (ModelMeta.mapping_up; models without it skip this) is looked at once more, turned
             upright by exactly its roll, and the pose with more inliers is kept: a rolled view matches the memory
             of upright mapping views less well, so its pose is less precise. One more network pass on rolled
-            frames only; 0 turns it off. The bench rooms' mapping walks roll 3 deg at most. Measured on the
-            robustness bench's rooms (query walk rolled +-20 deg, 30 frames, 320x240), within 2 cm / 2 deg:
-            office 86.7 -> 96.7 %, living 76.7 -> 90.0 %, low-texture 83.3 -> 86.7 % (within 5 cm / 5 deg 100 %
-            either way); with encoder seed 1, office 96.7 -> 96.7 % (median 0.94 -> 0.57 cm) and living 96.7 ->
-            100 %. No other row changed.
+            frames only (side by side: 0.98x the time of an upright frame, 1.94x that of a rolled one); 0 turns it
+            off. The bench rooms' mapping walks roll 3 deg at most. Measured on the robustness bench's rooms (query
+            walk rolled +-20 deg, 30 frames, 320x240; bench/results-2026-11-30-cpu2-robustness-v10.md against
+            -v9.md), within 2 cm / 2 deg: office 86.7 -> 93.3 %, living 76.7 -> 90.0 %, low-texture 83.3 -> 86.7 %
+            (within 5 cm / 5 deg 100 % either way); on the rooms' encoder-seed-1 models, office 96.7 -> 96.7 %
+            (median 0.94 -> 0.57 cm), living 96.7 -> 100 %. No other row changed.
 
         guided_candidates: a frame whose upright pose hypothesis failed the inlier checks gets a guided second
             chance (kd3d_core.localization.guided): per cell the fast student's memory returns this many most
