@@ -115,6 +115,7 @@ class ReplayResult:
     counts: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     recovered: dict[str, int] = field(default_factory=dict)  # localized frames by second chance: guided, roll_retry
+    turned_upright: int = 0  # localized frames whose pose came from the look at the image turned upright
 
 
 class _CameraInfos:
@@ -206,6 +207,7 @@ class _Replayer:
         self.reference: list[tuple[int, np.ndarray]] = []
         self.failures: Counter[str] = Counter()
         self.recovered: Counter[str] = Counter({"guided": 0, "roll_retry": 0})
+        self.turned_upright = 0
         self.timings: list[tuple[float, float, float, float]] = []
         self.frames_seen = 0
         self.stamps: list[int] = []
@@ -239,6 +241,7 @@ class _Replayer:
         self.estimates.append((stamp, estimate.world_T_cam))
         if estimate.recovered_by:
             self.recovered[estimate.recovered_by] += 1
+        self.turned_upright += bool(estimate.upright_turn_deg)
         cloud = predicted_cloud(prediction, rgb, self.config.cloud_min_conf, self.config.cloud_voxel_m,
                                 self.config.cloud_max_points) if prediction is not None else None
         msgs = build_localization_messages(estimate, stamp, self.frames, cloud, self._odom_T_cam(stamp),
@@ -321,7 +324,7 @@ def replay_bag(relocalizer: Relocalizer, config: ReplayConfig) -> ReplayResult:
         median_timings_ms=dict(zip(("predict", "select", "pnp", "refine"), map(float, med))),
         tf_child_frame=rep.tf_child, ground_truth=rep.truth.description if rep.truth is not None else None,
         report=report, report_dir=report_dir, counts=counts, warnings=(seen,) if seen else (),
-        recovered=dict(rep.recovered))
+        recovered=dict(rep.recovered), turned_upright=rep.turned_upright)
 
 
 def _trajectory(items: list[tuple[int, np.ndarray]]) -> Trajectory:

@@ -78,6 +78,8 @@ class FrameResult:
         inliers: PnP inliers (0 on early failures).
         recovered_by: for a localized frame that the upright pass lost: "guided" (the guided second chance) or
             "roll_retry" (the image turned back about the optical axis); "" otherwise.
+        turned_upright: the pose came from a second look at the image turned upright (a rolled camera;
+            RelocalizerConfig.roll_upright_deg), which cost a second network pass.
     """
 
     stamp_ns: int
@@ -87,6 +89,7 @@ class FrameResult:
     stages_ms: dict[str, float] = field(default_factory=dict)
     inliers: int = 0
     recovered_by: str = ""
+    turned_upright: bool = False
 
 
 class InitialPoseRequest:
@@ -194,7 +197,8 @@ class FramePipeline:
         t1 = time.perf_counter()
         messages, problems = self._messages(estimate, prediction if want_cloud else None, rgb, image_msg, stamp_ns)
         stages["build"] = (time.perf_counter() - t1) * 1000.0
-        return FrameResult(stamp_ns, True, messages, problems, stages, estimate.inliers, estimate.recovered_by)
+        return FrameResult(stamp_ns, True, messages, problems, stages, estimate.inliers, estimate.recovered_by,
+                           bool(estimate.upright_turn_deg))
 
     def camera_frame(self, image_msg: Any) -> str:
         """The camera optical frame for TF: the camera_frame parameter, else the image's header.frame_id."""

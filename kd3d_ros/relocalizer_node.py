@@ -259,7 +259,7 @@ class RelocalizerIO:
         self._send(result)
         stages = {**result.stages_ms, "publish": (time.perf_counter() - t0) * 1000.0}
         failure = None if result.localized else (result.problems[0].cause if result.problems else "unknown")
-        self.stats.on_processed(stages, result.inliers, failure, result.recovered_by)
+        self.stats.on_processed(stages, result.inliers, failure, result.recovered_by, result.turned_upright)
         if result.localized:
             self._hardware_id = self.pipeline.camera_frame(msg) or self.config.input_topic
         for problem in result.problems:

@@ -159,6 +159,7 @@ class NodeStats:
         self.processed = 0
         self.localized = 0
         self.recovered: dict[str, int] = {"guided": 0, "roll_retry": 0}
+        self.turned_upright = 0
         self.problems = FailureLog(throttle_s=log_throttle_s, clock=clock)
         self._received_t: deque = deque(maxlen=1000)
         self._processed_t: deque = deque(maxlen=1000)
@@ -191,12 +192,14 @@ class NodeStats:
             self.skipped_rate += 1
 
     def on_processed(self, stages_ms: Mapping[str, float], inliers: int, failure: str | None,
-                     recovered_by: str = "") -> None:
-        """A frame finished: per-stage times (ms), inliers, the cause that stopped it (None = localized) and, for
-        a localized frame the upright pass lost, what recovered it ("guided" or "roll_retry")."""
+                     recovered_by: str = "", turned_upright: bool = False) -> None:
+        """A frame finished: per-stage times (ms), inliers, the cause that stopped it (None = localized), for
+        a localized frame the upright pass lost what recovered it ("guided" or "roll_retry"), and whether its pose
+        came from the second look at the image turned upright."""
         with self._lock:
             if recovered_by and failure is None:
                 self.recovered[recovered_by] = self.recovered.get(recovered_by, 0) + 1
+            self.turned_upright += int(turned_upright and failure is None)
             self.processed += 1
             self._processed_t.append(self._clock())
             for name, ms in stages_ms.items():
@@ -230,6 +233,7 @@ class NodeStats:
                       ("frames_skipped_rate_limit", str(self.skipped_rate)),
                       ("frames_processed", str(self.processed)), ("frames_localized", str(self.localized)),
                       *((f"frames_localized_by_{how}", str(n)) for how, n in sorted(self.recovered.items())),
+                      ("frames_turned_upright", str(self.turned_upright)),
                       ("problems", str(self.problems.total)), ("inliers_mean", f"{self._inliers.mean():.1f}")]
             values += self._loss_values()
             values += [(f"latency_{name}_ms_mean", f"{w.mean():.1f}") for name, w in sorted(self._stages.items())]

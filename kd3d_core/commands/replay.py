@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     failures = ", ".join(f"{k} {v}" for k, v in sorted(result.failures.items())) or "none"
     recovered = ", ".join(f"{k} {v}" for k, v in sorted(result.recovered.items()))
     print(f"wrote {result.out_bag}: {result.localized} of {result.frames} frames localized (failures: {failures}; "
-          f"recovered by a second chance: {recovered}); "
+          f"recovered by a second chance: {recovered}; turned upright: {result.turned_upright}); "
           f"median predict {t['predict']:.1f} ms, pnp {t['pnp']:.1f} ms, refine {t['refine']:.1f} ms; "
           f"TF child {result.tf_child_frame}", file=sys.stderr)
     for warning in result.warnings:

@@ -85,7 +85,8 @@ def test_replay_counts_frames_recovered_by_a_second_chance(scene, relocalizer, t
     import dataclasses
 
     class MarksEveryOther:
-        """The test's relocalizer, with every other localized frame marked as the guided chance's."""
+        """The test's relocalizer, with every other localized frame marked as the guided chance's, and every third
+        as turned upright."""
 
         def __init__(self) -> None:
             self.calls = 0
@@ -96,12 +97,14 @@ def test_replay_counts_frames_recovered_by_a_second_chance(scene, relocalizer, t
         def localize_with_prediction(self, *args, **kwargs):
             estimate, prediction = relocalizer.localize_with_prediction(*args, **kwargs)
             self.calls += 1
-            return dataclasses.replace(estimate, guided=self.calls % 2 == 0), prediction
+            return dataclasses.replace(estimate, guided=self.calls % 2 == 0,
+                                       upright_turn_deg=12.0 if self.calls % 3 == 0 else 0.0), prediction
 
     bag = tmp_path / "in"
     write_scene_bag(scene, bag, split=Split.QUERY, progress=False)
     result = replay_bag(MarksEveryOther(), ReplayConfig(bag, tmp_path / "out", TOPIC, progress=False))
     assert result.localized == 5 and result.recovered == {"guided": 2, "roll_retry": 0}
+    assert result.turned_upright == 1
 
 
 def test_replay_counts_unknown_images_as_failures(scene, tmp_path):

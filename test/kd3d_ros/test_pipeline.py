@@ -108,9 +108,11 @@ def test_localizes_and_builds_pose_covariance_and_cloud(pipeline_factory, query_
 
 
 @pytest.mark.parametrize("changes, recovered_by", [({}, ""), ({"guided": True}, "guided"),
-                                                     ({"roll_retry_deg": -20.0}, "roll_retry")])
+                                                     ({"roll_retry_deg": -20.0}, "roll_retry"),
+                                                     ({"upright_turn_deg": 14.0}, "")])
 def test_frames_recovered_by_a_second_chance_say_so(oracle_relocalizer, query_frames, changes, recovered_by):
-    """What the node's diagnostics count (frames_localized_by_guided / _roll_retry) comes from the estimate."""
+    """What the node's diagnostics count (frames_localized_by_guided / _roll_retry, frames_turned_upright) comes
+    from the estimate."""
     import dataclasses
 
     class Marking(Relocalizer):
@@ -122,6 +124,7 @@ def test_frames_recovered_by_a_second_chance_say_so(oracle_relocalizer, query_fr
     pipeline.set_camera_info(_info_msg(query_frames[0].camera))
     result = pipeline.process(_image_msg(query_frames[0]))
     assert result.localized and result.recovered_by == recovered_by
+    assert result.turned_upright == ("upright_turn_deg" in changes)
 
 
 def test_cloud_stride_and_on_demand(pipeline_factory, query_frames):

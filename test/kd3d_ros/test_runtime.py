@@ -193,6 +193,12 @@ def test_stats_count_frames_recovered_by_the_second_chances():
     values = dict(stats.report().values)
     assert values["frames_localized"] == "4"
     assert values["frames_localized_by_guided"] == "1" and values["frames_localized_by_roll_retry"] == "2"
+    assert values["frames_turned_upright"] == "0"
+    stats.on_processed({}, 120, None, "", turned_upright=True)
+    stats.on_processed({}, 120, None, "roll_retry", turned_upright=True)
+    stats.on_processed({}, 12, "too_few_inliers", "", turned_upright=True)  # not localized
+    values = dict(stats.report().values)
+    assert values["frames_turned_upright"] == "2" and values["frames_localized_by_roll_retry"] == "3"
 
 
 def test_diagnostic_array_round_trips_through_cdr():
