@@ -223,3 +223,28 @@ def test_no_upright_look_without_mapping_up_or_when_upright(fast_room):
     counting.mapping_up = None
     est = relocalizer.localize(rolled, frame.K)
     assert est.success and len(calls) == 4 and est.upright_turn_deg == 0.0
+
+
+def test_a_failing_upright_look_keeps_the_first_fix(fast_room):
+    """A network error on the second look (the node must never die on a frame) leaves the first pose, with the
+    time the failed look took counted."""
+    model = load_scene_model(fast_room.model_path, "cpu")
+
+    class FailsSecondTime:
+        world_frame = model.world_frame
+        mapping_up = model.mapping_up
+        calls = 0
+
+        def predict(self, rgb):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("out of memory")
+            return model.predict(rgb)
+
+    frame = open_scene(fast_room.root).split(Split.QUERY)[1]
+    rolled, _ = rolled_view(frame.load_rgb(), frame.K, 15.0)
+    predictor = FailsSecondTime()
+    est = Relocalizer(predictor, RelocalizerConfig(roll_retry_deg=())).localize(rolled, frame.K)
+    first = Relocalizer(model, RelocalizerConfig(roll_retry_deg=(), roll_upright_deg=0.0)).localize(rolled, frame.K)
+    assert predictor.calls == 2 and est.success and est.upright_turn_deg == 0.0
+    np.testing.assert_allclose(est.world_T_cam, first.world_T_cam, atol=1e-9)
