@@ -18,8 +18,32 @@ from kd3d_core.students import load_scene_model
 K = np.array([[300.0, 0.0, 161.0], [0.0, 290.0, 118.0], [0.0, 0.0, 1.0]])
 
 
+class CountingPredictor:
+    """A loaded model that counts its network passes (and raises on pass number `fail_on`, if given)."""
+
+    def __init__(self, model, fail_on: int | None = None) -> None:
+        self.model, self.fail_on, self.calls = model, fail_on, 0
+        self.world_frame, self.mapping_up, self.meta = model.world_frame, model.mapping_up, model.meta
+
+    def predict(self, rgb):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("out of memory")
+        return self.model.predict(rgb)
+
+
 def _roll(angle_deg: float) -> np.ndarray:
     return Rotation.from_euler("z", angle_deg, degrees=True).as_matrix()
+
+
+def _rolled_queries(root, angles):
+    """(frame, image seen by the camera rolled by angle, that camera's world_T_cam) for each query frame and angle."""
+    for frame in open_scene(root).split(Split.QUERY):
+        for angle in angles:
+            rgb, _ = rolled_view(frame.load_rgb(), frame.K, angle)
+            truth = frame.world_T_cam.copy()
+            truth[:3, :3] = truth[:3, :3] @ _roll(angle).T
+            yield frame, angle, rgb, truth
 
 
 @pytest.mark.parametrize("angle", [20.0, -35.0, 90.0])
@@ -79,43 +103,29 @@ def test_rolled_query_is_found_only_by_the_retry(fast_room):
     retry = Relocalizer(model, RelocalizerConfig(roll_retry_deg=(20.0, -20.0), roll_upright_deg=0.0))
     good = {"upright": 0, "retry": 0}
     turned = 0
-    for frame in frames:
-        for angle in (25.0, -25.0):
-            rgb, _ = rolled_view(frame.load_rgb(), frame.K, angle)
-            truth = frame.world_T_cam.copy()
-            truth[:3, :3] = truth[:3, :3] @ _roll(angle).T
-            for name, relocalizer in (("upright", upright), ("retry", retry)):
-                est = relocalizer.localize(rgb, frame.K)
-                if not est.success:
-                    continue
-                err = pose_error(est.world_T_cam, truth)
-                good[name] += err.translation_m < 0.15 and err.rotation_deg < 5.0
-                if est.roll_retry_deg:
-                    turned += 1
-                    assert est.roll_retry_deg == -np.sign(angle) * 20.0
-                    # a wrong homography direction or pixel mapping is off by ~40 deg (twice the retry angle); the
-                    # tiny room's honest poses are 1-6 deg off (one at 6.3 deg, 13 cm, position std 6.5 cm)
-                    assert err.translation_m < 0.15 and err.rotation_deg < 10.0, (frame.name, angle, err)
+    for frame, angle, rgb, truth in _rolled_queries(fast_room.root, (25.0, -25.0)):
+        for name, relocalizer in (("upright", upright), ("retry", retry)):
+            est = relocalizer.localize(rgb, frame.K)
+            if not est.success:
+                continue
+            err = pose_error(est.world_T_cam, truth)
+            good[name] += err.translation_m < 0.15 and err.rotation_deg < 5.0
+            if est.roll_retry_deg:
+                turned += 1
+                assert est.roll_retry_deg == -np.sign(angle) * 20.0
+                # a wrong homography direction or pixel mapping is off by ~40 deg (twice the retry angle); the
+                # tiny room's honest poses are 1-6 deg off (one at 6.3 deg, 13 cm, position std 6.5 cm)
+                assert err.translation_m < 0.15 and err.rotation_deg < 10.0, (frame.name, angle, err)
     assert turned >= 4 and good["retry"] >= good["upright"] + 4, (good, turned)
     assert good["retry"] >= 0.75 * 2 * len(frames), good
 
 
 def test_no_retry_for_refused_images(fast_room):
     """A frame refused before the network (blank) is not retried: the answer and its cost stay the upright ones."""
-    model = load_scene_model(fast_room.model_path, "cpu")
-    calls = []
-
-    class Counting:
-        world_frame = model.world_frame
-        meta = model.meta
-
-        def predict(self, rgb):
-            calls.append(rgb.shape)
-            return model.predict(rgb)
-
+    counting = CountingPredictor(load_scene_model(fast_room.model_path, "cpu"))
     frame = open_scene(fast_room.root).split(Split.QUERY)[0]
-    est = Relocalizer(Counting()).localize(np.full_like(frame.load_rgb(), 128), frame.K)
-    assert not est.success and calls == []
+    est = Relocalizer(counting).localize(np.full_like(frame.load_rgb(), 128), frame.K)
+    assert not est.success and counting.calls == 0
     assert dataclasses.replace(est).roll_retry_deg == 0.0
 
 
@@ -180,70 +190,43 @@ def test_rolled_fix_is_redone_upright(fast_room):
     plain = Relocalizer(model, RelocalizerConfig(roll_upright_deg=0.0))
     look = Relocalizer(model, RelocalizerConfig(roll_upright_deg=8.0))
     turned = 0
-    for frame in frames:
-        for angle in (12.0, -16.0):
-            rgb, _ = rolled_view(frame.load_rgb(), frame.K, angle)
-            truth = frame.world_T_cam.copy()
-            truth[:3, :3] = truth[:3, :3] @ _roll(angle).T
-            first, est = plain.localize(rgb, frame.K), look.localize(rgb, frame.K)
-            assert first.upright_turn_deg == 0.0
-            if not est.upright_turn_deg:
-                continue
-            turned += 1
-            assert abs(est.upright_turn_deg + angle) < 6.0, (frame.name, angle, est.upright_turn_deg)
-            assert est.success and est.inliers > first.inliers
-            err = pose_error(est.world_T_cam, truth)
-            assert err.translation_m < 0.15 and err.rotation_deg < 10.0, (frame.name, angle, err)
+    for frame, angle, rgb, truth in _rolled_queries(fast_room.root, (12.0, -16.0)):
+        first, est = plain.localize(rgb, frame.K), look.localize(rgb, frame.K)
+        assert first.upright_turn_deg == 0.0
+        if not est.upright_turn_deg:
+            continue
+        turned += 1
+        assert abs(est.upright_turn_deg + angle) < 6.0, (frame.name, angle, est.upright_turn_deg)
+        assert est.success and est.inliers > first.inliers
+        err = pose_error(est.world_T_cam, truth)
+        assert err.translation_m < 0.15 and err.rotation_deg < 10.0, (frame.name, angle, err)
     assert turned >= len(frames), turned
 
 
 def test_no_upright_look_without_mapping_up_or_when_upright(fast_room):
     """One network pass per localized frame when the model has no mapping_up (older files) or the camera is
     upright; a rolled one costs two, and its timings count both."""
-    model = load_scene_model(fast_room.model_path, "cpu")
-    calls = []
-
-    class Counting:
-        world_frame = model.world_frame
-        mapping_up = model.mapping_up
-
-        def predict(self, rgb):
-            calls.append(rgb.shape)
-            return model.predict(rgb)
-
+    counting = CountingPredictor(load_scene_model(fast_room.model_path, "cpu"))
     frame = open_scene(fast_room.root).split(Split.QUERY)[1]
     rolled, _ = rolled_view(frame.load_rgb(), frame.K, 15.0)
-    counting = Counting()
     relocalizer = Relocalizer(counting, RelocalizerConfig(roll_retry_deg=()))
     est = relocalizer.localize(frame.load_rgb(), frame.K)
-    assert est.success and len(calls) == 1 and est.upright_turn_deg == 0.0
+    assert est.success and counting.calls == 1 and est.upright_turn_deg == 0.0
     est = relocalizer.localize(rolled, frame.K)
-    assert est.success and len(calls) == 3
+    assert est.success and counting.calls == 3
     assert est.timings.predict_ms > 0
     counting.mapping_up = None
     est = relocalizer.localize(rolled, frame.K)
-    assert est.success and len(calls) == 4 and est.upright_turn_deg == 0.0
+    assert est.success and counting.calls == 4 and est.upright_turn_deg == 0.0
 
 
 def test_a_failing_upright_look_keeps_the_first_fix(fast_room):
     """A network error on the second look (the node must never die on a frame) leaves the first pose, with the
     time the failed look took counted."""
     model = load_scene_model(fast_room.model_path, "cpu")
-
-    class FailsSecondTime:
-        world_frame = model.world_frame
-        mapping_up = model.mapping_up
-        calls = 0
-
-        def predict(self, rgb):
-            self.calls += 1
-            if self.calls == 2:
-                raise RuntimeError("out of memory")
-            return model.predict(rgb)
-
     frame = open_scene(fast_room.root).split(Split.QUERY)[1]
     rolled, _ = rolled_view(frame.load_rgb(), frame.K, 15.0)
-    predictor = FailsSecondTime()
+    predictor = CountingPredictor(model, fail_on=2)
     est = Relocalizer(predictor, RelocalizerConfig(roll_retry_deg=())).localize(rolled, frame.K)
     first = Relocalizer(model, RelocalizerConfig(roll_retry_deg=(), roll_upright_deg=0.0)).localize(rolled, frame.K)
     assert predictor.calls == 2 and est.success and est.upright_turn_deg == 0.0
