@@ -38,6 +38,7 @@ from kd3d_core.evaluation.seen import seen_warning
 from kd3d_core.geometry import is_valid_pose
 from kd3d_core.localization import FailureReason, PoseEstimate, Relocalizer, predicted_cloud
 from kd3d_core.localization.outputs import OutputFrames, build_localization_messages
+from kd3d_core.localization.roll import RollTracker
 from kd3d_core.messages import (CameraModel, build_header, camera_info_to_model, decode_rgb, header_stamp_ns,
                                  image_input_topic)
 from kd3d_core.messages import topics
@@ -194,6 +195,7 @@ class _Replayer:
         self.relocalizer, self.config, self.bag, self.writer = relocalizer, config, bag, writer
         self.infos = _CameraInfos(bag, _camera_info_topic(bag, config))
         self.input = RelocalizerInput()
+        self.roll = RollTracker()  # the stream's camera roll (Relocalizer.localize_with_prediction's roll hint)
         self.tf = load_tf(bag)
         camera_frame = _first_image_frame(bag, config.input_topic)
         map_frame = config.map_frame or relocalizer.world_frame
@@ -285,7 +287,8 @@ class _Replayer:
             rgb, dist = self.input.prepare(model, rgb)
         except MessageError as err:
             return PoseEstimate.failed(FailureReason.BAD_INTRINSICS, str(err), stamp_ns=stamp), None, rgb
-        estimate, prediction = self.relocalizer.localize_with_prediction(rgb, model.K, dist, stamp)
+        estimate, prediction = self.relocalizer.localize_with_prediction(rgb, model.K, dist, stamp, self.roll.hint_deg)
+        self.roll.update(estimate, getattr(self.relocalizer, "mapping_up", None))
         return estimate, prediction, rgb
 
     def _odom_T_cam(self, stamp: int) -> np.ndarray | None:

@@ -22,6 +22,7 @@ from kd3d_core.errors import Kd3dError
 from kd3d_core.geometry import pose_error
 from kd3d_core.localization import PoseEstimate, Relocalizer, predicted_cloud
 from kd3d_core.localization.outputs import OutputFrames, build_localization_messages
+from kd3d_core.localization.roll import RollTracker
 from kd3d_core.messages import (
     CameraModel,
     MessageFactory,
@@ -131,6 +132,7 @@ class FramePipeline:
             None, Problem(NodeFailure.NO_CAMERA_INFO.value, f"no CameraInfo received on {config.info_topic} yet"))
         self._map_T_odom: np.ndarray | None = None
         self._input = RelocalizerInput()
+        self._roll = RollTracker()  # the stream's camera roll: a camera that stays rolled costs one pass a frame
         self._requests_lock = threading.Lock()
         self._requests: list[InitialPoseRequest] = []
         self.initialpose_skipped = 0
@@ -189,7 +191,9 @@ class FramePipeline:
             return FrameResult(stamp_ns, False, self._republished_tf(stamp_ns), (camera_problem,))
         rgb, dist = self._input.prepare(camera, rgb)
         decode_ms = (time.perf_counter() - t0) * 1000.0
-        estimate, prediction = self.relocalizer.localize_with_prediction(rgb, camera.K, dist, stamp_ns)
+        estimate, prediction = self.relocalizer.localize_with_prediction(rgb, camera.K, dist, stamp_ns,
+                                                                         self._roll.hint_deg)
+        self._roll.update(estimate, getattr(self.relocalizer, "mapping_up", None))
         stages = {"decode": decode_ms, **_timings_ms(estimate)}
         if not estimate.success:
             problem = Problem(estimate.failure.value if estimate.failure else "unknown", estimate.detail)

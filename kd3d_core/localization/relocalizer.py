@@ -92,20 +92,51 @@ class Relocalizer:
         return self.localize_with_prediction(rgb_HW3, K, dist_coeffs, stamp_ns)[0]
 
     def localize_with_prediction(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None = None,
-                                 stamp_ns: int | None = None) -> tuple[PoseEstimate, ScenePrediction | None]:
-        """Like `localize`, also returning the prediction so callers can build a point cloud without a rerun."""
+                                 stamp_ns: int | None = None,
+                                 roll_hint_deg: float | None = None) -> tuple[PoseEstimate, ScenePrediction | None]:
+        """Like `localize`, also returning the prediction so callers can build a point cloud without a rerun.
+
+        roll_hint_deg: the camera's roll in the previous frame of a stream (RollTracker), if known. When it is at
+        least config.roll_upright_deg, the image is first looked at turned upright by it: a camera that stays
+        rolled then costs one network pass a frame instead of two (upright, then turned). If that look does not
+        localize, or shows the roll has changed by roll_upright_deg or more, the frame takes the usual path and
+        the timings count both.
+        """
         frame = self.world_frame
         problem, stats = self._check_input(rgb_HW3, K, dist_coeffs)
         if problem:
             return PoseEstimate.failed(problem[0], problem[1], stamp_ns=stamp_ns, world_frame=frame,
                                        image=stats), None
+        hint_ms = 0.0
+        if roll_hint_deg is not None and self.mapping_up is not None and \
+                0 < self.config.roll_upright_deg <= abs(roll_hint_deg):
+            hinted, turned, hint_ms = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, -roll_hint_deg)
+            roll = None if hinted is None or not hinted.success else camera_roll_deg(hinted.world_T_cam,
+                                                                                      self.mapping_up)
+            if roll is not None and abs(roll - roll_hint_deg) < self.config.roll_upright_deg:
+                return dataclasses.replace(hinted, image=stats, upright_turn_deg=-roll_hint_deg), turned
+        estimate, prediction = self._localize_upright_first(rgb_HW3, K, dist_coeffs, stamp_ns)
+        if hint_ms:
+            t = estimate.timings
+            estimate = dataclasses.replace(estimate, timings=dataclasses.replace(t, predict_ms=t.predict_ms + hint_ms))
+        return dataclasses.replace(estimate, image=stats), prediction
+
+    @property
+    def mapping_up(self) -> np.ndarray | None:
+        """The mapping cameras' mean image-up direction in the world (the model's; None when unknown)."""
+        return getattr(self.predictor, "mapping_up", None)
+
+    def _localize_upright_first(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
+                                stamp_ns: int | None) -> tuple[PoseEstimate, ScenePrediction | None]:
+        """The image as it is, then the second chances: guided, turned back when lost, turned upright when
+        localized rolled."""
         t0 = time.perf_counter()
         try:
             prediction = self.predictor.predict(rgb_HW3)
         except Exception as err:  # noqa: BLE001 - a bad frame must never take the node down
             timings = StageTimings(predict_ms=_ms(t0))
             return PoseEstimate.failed(FailureReason.PREDICTION_FAILED, f"{type(err).__name__}: {err}", timings,
-                                       stamp_ns=stamp_ns, world_frame=frame, image=stats), None
+                                       stamp_ns=stamp_ns, world_frame=self.world_frame), None
         predict_ms = _ms(t0)
         size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
         estimate, hypothesis = self._localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)
@@ -118,7 +149,23 @@ class Relocalizer:
             estimate, prediction = self._retry_rolled(rgb_HW3, K, dist_coeffs, stamp_ns, estimate, prediction)
         if estimate.success and self.config.roll_upright_deg > 0:
             estimate, prediction = self._look_upright(rgb_HW3, K, dist_coeffs, stamp_ns, estimate, prediction)
-        return dataclasses.replace(estimate, image=stats), prediction
+        return estimate, prediction
+
+    def _localize_turned(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
+                         stamp_ns: int | None, angle_deg: float
+                         ) -> tuple[PoseEstimate | None, ScenePrediction | None, float]:
+        """Localize the image turned by angle_deg about the optical axis (kd3d_core.localization.roll: the cells'
+        pixels are mapped back, so the pose is the real camera's). Returns the estimate, the mapped-back
+        prediction and the milliseconds it all took; (None, None, ms) when the turned look could not run."""
+        t0 = time.perf_counter()
+        size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
+        try:
+            view, H = rolled_view(rgb_HW3, np.asarray(K, np.float64), angle_deg)
+            turned = unroll_prediction(self.predictor.predict(view), H, size_wh)
+        except Exception:  # noqa: BLE001 - a look that cannot run leaves the caller's answer
+            return None, None, _ms(t0)
+        estimate = self.localize_prediction(turned, K, dist_coeffs, stamp_ns, _ms(t0), size_wh)
+        return estimate, turned, estimate.timings.total_ms
 
     def _look_upright(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
                       stamp_ns: int | None, found: PoseEstimate,
@@ -128,29 +175,19 @@ class Relocalizer:
 
         The timings of the returned estimate count both looks.
         """
-        up = getattr(self.predictor, "mapping_up", None)
+        up = self.mapping_up
         roll = None if up is None else camera_roll_deg(found.world_T_cam, up)
         # the view that gave `found` was already turned by roll_retry_deg: its own roll is roll + that turn
         if roll is None or abs(roll + found.roll_retry_deg) < self.config.roll_upright_deg:
             return found, prediction
-        t0 = time.perf_counter()
-        size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
-        try:
-            view, H = rolled_view(rgb_HW3, np.asarray(K, np.float64), -roll)
-            upright = unroll_prediction(self.predictor.predict(view), H, size_wh)
-        except Exception:  # noqa: BLE001 - a second look that cannot run leaves the first answer
-            t = found.timings
-            return dataclasses.replace(found, timings=dataclasses.replace(t, predict_ms=t.predict_ms + _ms(t0))), \
-                prediction
-        estimate = self.localize_prediction(upright, K, dist_coeffs, stamp_ns, _ms(t0), size_wh)
-        if estimate.success and estimate.inliers > found.inliers:
+        estimate, upright, spent = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, -roll)
+        if estimate is not None and upright is not None and estimate.success and estimate.inliers > found.inliers:
             t = estimate.timings
             return dataclasses.replace(
                 estimate, timings=dataclasses.replace(t, predict_ms=t.predict_ms + found.timings.total_ms),
                 roll_retry_deg=found.roll_retry_deg, guided=found.guided, upright_turn_deg=-roll), upright
         t = found.timings
-        return dataclasses.replace(found, timings=dataclasses.replace(
-            t, predict_ms=t.predict_ms + estimate.timings.total_ms)), prediction
+        return dataclasses.replace(found, timings=dataclasses.replace(t, predict_ms=t.predict_ms + spent)), prediction
 
     def _retry_rolled(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
                       stamp_ns: int | None, lost: PoseEstimate,
@@ -160,19 +197,10 @@ class Relocalizer:
         Returns the first estimate that localizes, or the upright failure; the timings count every attempt.
         """
         spent = lost.timings.total_ms
-        size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
-        K = np.asarray(K, np.float64)
         for angle in self.config.roll_retry_deg:
-            t0 = time.perf_counter()
-            try:
-                view, H = rolled_view(rgb_HW3, K, angle)
-                rolled = unroll_prediction(self.predictor.predict(view), H, size_wh)
-            except Exception:  # noqa: BLE001 - a retry that cannot run leaves the upright answer
-                spent += _ms(t0)
-                continue
-            estimate = self.localize_prediction(rolled, K, dist_coeffs, stamp_ns, _ms(t0), size_wh)
-            spent += estimate.timings.total_ms
-            if estimate.success:
+            estimate, rolled, ms = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, angle)
+            spent += ms
+            if estimate is not None and rolled is not None and estimate.success:
                 t = estimate.timings
                 extra = spent - t.total_ms
                 return dataclasses.replace(estimate, timings=dataclasses.replace(t, predict_ms=t.predict_ms + extra),

@@ -56,6 +56,21 @@ def camera_roll_deg(world_T_cam: np.ndarray, up_world: np.ndarray) -> float | No
     return math.degrees(math.atan2(up_cam[0], -up_cam[1]))
 
 
+class RollTracker:
+    """A stream's camera roll: that of its last localized frame, the hint for the next one
+    (Relocalizer.localize_with_prediction's roll_hint_deg); a lost frame or a model without mapping_up gives no
+    hint. One per image stream (the ROS node's pipeline, a bag replay)."""
+
+    def __init__(self) -> None:
+        self.hint_deg: float | None = None
+
+    def update(self, estimate: object, up_world: np.ndarray | None) -> None:
+        """Remember the roll of `estimate` (a PoseEstimate), or forget it when the frame was lost."""
+        pose = getattr(estimate, "world_T_cam", None)
+        ok = bool(getattr(estimate, "success", False)) and pose is not None and up_world is not None
+        self.hint_deg = camera_roll_deg(pose, up_world) if ok else None
+
+
 def roll_homography(K: np.ndarray, angle_deg: float) -> np.ndarray:
     """H (3x3) taking pixels of the real camera to pixels of the same camera rolled by angle_deg about its
     optical axis (positive: the image content turns clockwise on screen, x right and y down)."""

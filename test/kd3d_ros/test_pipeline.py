@@ -127,6 +127,32 @@ def test_frames_recovered_by_a_second_chance_say_so(oracle_relocalizer, query_fr
     assert result.turned_upright == ("upright_turn_deg" in changes)
 
 
+def test_the_stream_passes_each_frame_the_last_fixs_roll(oracle_relocalizer, query_frames):
+    """The pipeline hands the relocalizer the roll of the previous localized frame (RollTracker): none for the
+    first frame and after a lost one, the camera's roll from the model's mapping up otherwise."""
+    from kd3d_core.localization.roll import camera_roll_deg
+
+    up = np.array([0.0, 0.0, 1.0])
+    hints = []
+
+    class Recording(Relocalizer):
+        mapping_up = up
+
+        def localize_with_prediction(self, rgb, K, dist=None, stamp=None, roll_hint_deg=None):
+            hints.append(roll_hint_deg)
+            return oracle_relocalizer.localize_with_prediction(rgb, K, dist, stamp)
+
+    pipeline = FramePipeline(Recording(oracle_relocalizer.predictor), _config(), STORE)
+    pipeline.set_camera_info(_info_msg(query_frames[0].camera))
+    assert pipeline.process(_image_msg(query_frames[0])).localized
+    assert pipeline.process(_image_msg(query_frames[1])).localized
+    blank = query_frames[2]._replace(rgb=np.full_like(query_frames[2].rgb, 128))
+    assert not pipeline.process(_image_msg(blank)).localized
+    assert pipeline.process(_image_msg(query_frames[3])).localized
+    assert hints[0] is None and hints[2] is not None and hints[3] is None
+    assert hints[1] == pytest.approx(camera_roll_deg(query_frames[0].world_T_cam, up), abs=0.5)
+
+
 def test_cloud_stride_and_on_demand(pipeline_factory, query_frames):
     full = pipeline_factory(cloud_max_points=0).process(_image_msg(query_frames[0])).messages[Output.CLOUD]
     strided = pipeline_factory(cloud_max_points=0, cloud_stride=2).process(_image_msg(query_frames[0]))

@@ -231,3 +231,51 @@ def test_a_failing_upright_look_keeps_the_first_fix(fast_room):
     first = Relocalizer(model, RelocalizerConfig(roll_retry_deg=(), roll_upright_deg=0.0)).localize(rolled, frame.K)
     assert predictor.calls == 2 and est.success and est.upright_turn_deg == 0.0
     np.testing.assert_allclose(est.world_T_cam, first.world_T_cam, atol=1e-9)
+
+
+def test_roll_tracker_remembers_the_last_fix_and_forgets_on_loss():
+    from kd3d_core.localization.roll import RollTracker
+    from kd3d_core.localization.result import FailureReason, PoseEstimate, StageTimings
+
+    tracker, up = RollTracker(), np.array([0.0, 0.0, 1.0])
+    assert tracker.hint_deg is None
+    fix = PoseEstimate(True, _looking_along_x(40.0, 5.0, 13.0), np.eye(6), 100, 200, 1.0, StageTimings())
+    tracker.update(fix, up)
+    assert tracker.hint_deg == pytest.approx(13.0)
+    tracker.update(fix, None)  # a model that does not know "up"
+    assert tracker.hint_deg is None
+    tracker.update(fix, up)
+    tracker.update(PoseEstimate.failed(FailureReason.TOO_FEW_INLIERS, "lost"), up)
+    assert tracker.hint_deg is None
+
+
+def test_a_rolled_stream_costs_one_pass_a_frame_with_the_hint(fast_room):
+    """A camera that stays rolled 15 deg: with the previous frame's roll as the hint, each frame is looked at
+    upright first and costs one network pass (two without it); a wrong hint falls back to the usual path and
+    gives the same pose it would have given."""
+    from kd3d_core.localization.roll import RollTracker
+
+    model = load_scene_model(fast_room.model_path, "cpu")
+    counting = CountingPredictor(model)
+    relocalizer = Relocalizer(counting, RelocalizerConfig(roll_retry_deg=()))
+    tracker = RollTracker()
+    passes, hinted = [], 0
+    for frame, angle, rgb, truth in _rolled_queries(fast_room.root, (15.0,)):
+        before = counting.calls
+        est, _ = relocalizer.localize_with_prediction(rgb, frame.K, None, None, tracker.hint_deg)
+        passes.append(counting.calls - before)
+        if tracker.hint_deg is not None and passes[-1] == 1:
+            hinted += 1
+            assert est.success and est.upright_turn_deg == pytest.approx(-tracker.hint_deg)
+            err = pose_error(est.world_T_cam, truth)
+            assert err.translation_m < 0.15 and err.rotation_deg < 10.0, (frame.name, err)
+        tracker.update(est, model.mapping_up)
+    assert passes[0] == 2 and hinted >= len(passes) - 2, passes
+    # a hint of the wrong sign: the turned look is rolled 30 deg, so the frame takes the usual path after it
+    frame, _, rgb, _ = next(_rolled_queries(fast_room.root, (15.0,)))
+    usual = relocalizer.localize(rgb, frame.K)
+    before = counting.calls
+    wrong = relocalizer.localize_with_prediction(rgb, frame.K, None, None, -15.0)[0]
+    assert counting.calls - before == 3 and wrong.success
+    np.testing.assert_allclose(wrong.world_T_cam, usual.world_T_cam, atol=1e-9)
+    assert wrong.timings.predict_ms > usual.timings.predict_ms * 0.5  # the failed hinted look is counted
