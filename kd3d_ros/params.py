@@ -122,7 +122,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("roll_upright_deg", 8.0,
               "A frame localized with the camera rolled by at least this angle from the mapping cameras' up is "
               "localized once more on the image turned upright, keeping the pose with more inliers (more precise "
-              "for rolled cameras; one network pass on such frames only; 0 = off).", min_value=0.0, max_value=90.0),
+              "for rolled cameras; one more network pass on such frames, none while the camera stays rolled: the "
+              "next frame is looked at upright first; 0 = off).", min_value=0.0, max_value=90.0),
     ParamSpec("guided_candidates", 8,
               "A frame whose pose fails the inlier checks gets a guided second chance: each cell's match is "
               "re-chosen among this many most similar memory cells under the failed pose, and PnP runs again "
