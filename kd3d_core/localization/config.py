@@ -155,7 +155,7 @@ class RelocalizerConfig:
             (median 0.94 -> 0.57 cm), living 96.7 -> 100 %. No other row changed. A stream (the ROS node, a bag
             replay) passes each frame the previous fix's roll (roll.RollTracker); a camera that stays rolled is then
             looked at upright first and costs one pass a frame: query frames turned 15 deg as one stream, 2.03 ->
-            1.03 passes a frame, 121 -> 53 ms (office) and 107 -> 50 ms (living), within 2 cm / 2 deg 100 -> 100 %
+            1.03 passes a frame, 121 -> 53-59 ms (office) and 107 -> 50-51 ms (living), within 2 cm / 2 deg 100 -> 100 %
             and 96.7 -> 93.3 %.
 
         guided_candidates: a frame whose upright pose hypothesis failed the inlier checks gets a guided second
