@@ -10,7 +10,9 @@ cells' pixel positions are mapped back through H^-1, so PnP solves for the real 
 A frame that localizes while rolled has fewer good matches than it would upright, so its pose is less precise.
 Once a pose is known, so is the roll: the angle between the image's "up" and the direction the mapping cameras'
 image "up" pointed on average (`mapping_up`, stored in the model file). The relocalizer then looks once more
-at the image turned upright by exactly that angle (RelocalizerConfig.roll_upright_deg).
+at the image turned upright by exactly that angle (RelocalizerConfig.roll_upright_deg). In a stream the last
+fix's roll (RollTracker) lets the next frame be looked at upright first, so a camera that stays rolled costs
+one network pass a frame.
 """
 from __future__ import annotations
 

@@ -37,7 +37,8 @@ def _roll(angle_deg: float) -> np.ndarray:
 
 
 def _rolled_queries(root, angles):
-    """(frame, image seen by the camera rolled by angle, that camera's world_T_cam) for each query frame and angle."""
+    """(frame, angle, the image the camera rolled by angle sees, that camera's world_T_cam) per query frame and
+    angle."""
     for frame in open_scene(root).split(Split.QUERY):
         for angle in angles:
             rgb, _ = rolled_view(frame.load_rgb(), frame.K, angle)
