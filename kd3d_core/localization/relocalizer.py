@@ -110,11 +110,11 @@ class Relocalizer:
         hint_ms = 0.0
         if roll_hint_deg is not None and self.mapping_up is not None and \
                 0 < self.config.roll_upright_deg <= abs(roll_hint_deg):
-            hinted, turned, hint_ms = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, -roll_hint_deg)
-            roll = None if hinted is None or not hinted.success else camera_roll_deg(hinted.world_T_cam,
-                                                                                      self.mapping_up)
-            if roll is not None and abs(roll - roll_hint_deg) < self.config.roll_upright_deg:
-                return dataclasses.replace(hinted, image=stats, upright_turn_deg=-roll_hint_deg), turned
+            look, hint_ms = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, -roll_hint_deg)
+            if look is not None and look[0].success:
+                roll = camera_roll_deg(look[0].world_T_cam, self.mapping_up)
+                if roll is not None and abs(roll - roll_hint_deg) < self.config.roll_upright_deg:
+                    return dataclasses.replace(look[0], image=stats, upright_turn_deg=-roll_hint_deg), look[1]
         estimate, prediction = self._localize_upright_first(rgb_HW3, K, dist_coeffs, stamp_ns)
         if hint_ms:
             t = estimate.timings
@@ -153,19 +153,19 @@ class Relocalizer:
 
     def _localize_turned(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
                          stamp_ns: int | None, angle_deg: float
-                         ) -> tuple[PoseEstimate | None, ScenePrediction | None, float]:
+                         ) -> tuple[tuple[PoseEstimate, ScenePrediction] | None, float]:
         """Localize the image turned by angle_deg about the optical axis (kd3d_core.localization.roll: the cells'
-        pixels are mapped back, so the pose is the real camera's). Returns the estimate, the mapped-back
-        prediction and the milliseconds it all took; (None, None, ms) when the turned look could not run."""
+        pixels are mapped back, so the pose is the real camera's). Returns (the estimate, the mapped-back
+        prediction), or None when the turned look could not run, and the milliseconds it all took."""
         t0 = time.perf_counter()
         size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
         try:
             view, H = rolled_view(rgb_HW3, np.asarray(K, np.float64), angle_deg)
             turned = unroll_prediction(self.predictor.predict(view), H, size_wh)
         except Exception:  # noqa: BLE001 - a look that cannot run leaves the caller's answer
-            return None, None, _ms(t0)
+            return None, _ms(t0)
         estimate = self.localize_prediction(turned, K, dist_coeffs, stamp_ns, _ms(t0), size_wh)
-        return estimate, turned, estimate.timings.total_ms
+        return (estimate, turned), estimate.timings.total_ms
 
     def _look_upright(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
                       stamp_ns: int | None, found: PoseEstimate,
@@ -180,8 +180,9 @@ class Relocalizer:
         # the view that gave `found` was already turned by roll_retry_deg: its own roll is roll + that turn
         if roll is None or abs(roll + found.roll_retry_deg) < self.config.roll_upright_deg:
             return found, prediction
-        estimate, upright, spent = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, -roll)
-        if estimate is not None and upright is not None and estimate.success and estimate.inliers > found.inliers:
+        look, spent = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, -roll)
+        if look is not None and look[0].success and look[0].inliers > found.inliers:
+            estimate, upright = look
             t = estimate.timings
             return dataclasses.replace(
                 estimate, timings=dataclasses.replace(t, predict_ms=t.predict_ms + found.timings.total_ms),
@@ -198,9 +199,10 @@ class Relocalizer:
         """
         spent = lost.timings.total_ms
         for angle in self.config.roll_retry_deg:
-            estimate, rolled, ms = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, angle)
+            look, ms = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, angle)
             spent += ms
-            if estimate is not None and rolled is not None and estimate.success:
+            if look is not None and look[0].success:
+                estimate, rolled = look
                 t = estimate.timings
                 extra = spent - t.total_ms
                 return dataclasses.replace(estimate, timings=dataclasses.replace(t, predict_ms=t.predict_ms + extra),
