@@ -8,6 +8,11 @@ runs again on those, and the loop repeats with the new pose while it moves. A wr
 consistent candidates, so it stays weak; the relocalizer judges the result by the usual checks with a higher
 inlier-ratio bar (guided_ratio_bar) and a bound on the inliers' RMS reprojection error (chance inliers fill the
 tolerance disk; RelocalizerConfig.guided_max_rmse).
+
+When RANSAC's hypothesis is wrong (right matches are a few % of the cells, fewer than 1000 iterations can find),
+the guided search starts again from a second hypothesis: PnP-RANSAC on the cells whose best match stands out most
+from their best match elsewhere in the room (distinctive_cells). Clipped, flat or blocky cells match everything
+about equally well, and they are exactly the ones the similarity ranks first.
 """
 from __future__ import annotations
 
@@ -66,3 +71,27 @@ def guided_correspondences(points_Nk3: np.ndarray, sims_Nk: np.ndarray, uv_N2: n
     order = np.argsort(-conf, kind="stable")  # most confident first, as select_correspondences orders them
     rows, best, conf = rows[order], best[order], conf[order]
     return Correspondences(points_Nk3[rows, best].astype(np.float32), uv_N2[rows].astype(np.float32), conf)
+
+
+def distinctive_cells(points_Nk3: np.ndarray, sims_Nk: np.ndarray, radius_m: float, count: int) -> np.ndarray:
+    """Indices of the `count` cells whose best match stands out most, most distinctive first.
+
+    A cell's distinctiveness is its best similarity minus the best similarity of a candidate more than radius_m
+    from the best one (a second place elsewhere in the room, as in Lowe's ratio test; neighbouring memory cells
+    of one surface are not rivals). A cell whose k candidates all lie within radius_m is scored against its k-th.
+    Cells without a candidate (similarity -2) come last.
+    """
+    n, k = sims_Nk.shape
+    if n == 0 or count <= 0:
+        return np.zeros(0, np.int64)
+    best = sims_Nk[:, 0].astype(np.float64)
+    if k > 1:
+        with np.errstate(invalid="ignore"):
+            far = np.linalg.norm(points_Nk3[:, 1:] - points_Nk3[:, :1], axis=-1) > radius_m
+        rivals = np.where(far & (sims_Nk[:, 1:] > -1.5), sims_Nk[:, 1:], -np.inf).max(axis=1)
+        last = np.where(sims_Nk[:, -1] > -1.5, sims_Nk[:, -1], best)
+        gap = best - np.where(np.isfinite(rivals), rivals, last)
+    else:
+        gap = np.zeros(n)
+    gap[(best <= -1.5) | ~np.isfinite(points_Nk3[:, 0]).all(axis=1)] = -np.inf
+    return np.argsort(-gap, kind="stable")[:count]

@@ -24,8 +24,8 @@ from kd3d_core.localization.correspondences import (
     undistort_pixels,
     validate_prediction,
 )
-from kd3d_core.localization.guided import CONVERGED_M, guided_correspondences, guided_ratio_bar
-from kd3d_core.localization.pnp import pose_covariance, ransac_pnp, refine_pose, reprojection_errors
+from kd3d_core.localization.guided import CONVERGED_M, distinctive_cells, guided_correspondences, guided_ratio_bar
+from kd3d_core.localization.pnp import CameraPose, pose_covariance, ransac_pnp, refine_pose, reprojection_errors
 from kd3d_core.localization.result import FailureReason, ImageStats, PoseEstimate, StageTimings
 from kd3d_core.localization.roll import camera_roll_deg, rolled_view, unroll_prediction
 from kd3d_core.prediction import ScenePrediction, ScenePredictor
@@ -140,7 +140,8 @@ class Relocalizer:
         predict_ms = _ms(t0)
         size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
         estimate, hypothesis = self._localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)
-        if hypothesis is not None and self.config.guided_candidates:
+        if self.config.guided_candidates and (hypothesis is not None
+                                              or estimate.failure is FailureReason.PNP_FAILED):
             try:
                 estimate = self._guided_retry(prediction, K, dist_coeffs, stamp_ns, estimate, hypothesis, size_wh)
             except Exception:  # noqa: BLE001 - a second chance that cannot run leaves the first answer
@@ -291,8 +292,7 @@ class Relocalizer:
         t0 = time.perf_counter()
         pose, inliers = refine_pose(corr.points_N3, corr.uv_N2, K, found[0], found[1], cfg, core_px)
         errors = reprojection_errors(corr.points_N3[inliers], corr.uv_N2[inliers], K, pose)
-        R, _ = cv2.Rodrigues(pose.rvec)
-        world_T_cam = invert_pose(make_pose(R, pose.tvec))
+        world_T_cam = _world_T_cam(pose)
         covariance = pose_covariance(corr.points_N3[inliers], errors, K, world_T_cam, cfg.covariance_inflation)
         stats = inlier_stats(corr.uv_N2[inliers], corr.conf_N[inliers], n, size_wh, covariance)
         timings = StageTimings(timings.predict_ms, timings.select_ms, timings.pnp_ms, _ms(t0))
@@ -310,19 +310,17 @@ class Relocalizer:
                             world_frame=frame, inlier_stats=stats), None
 
     def _guided_retry(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
-                      stamp_ns: int | None, lost: PoseEstimate, hypothesis: np.ndarray,
+                      stamp_ns: int | None, lost: PoseEstimate, hypothesis: np.ndarray | None,
                       size_wh: tuple[int, int]) -> PoseEstimate:
-        """The guided second chance (kd3d_core.localization.guided) from the hypothesis of a failed frame.
+        """The guided second chance (kd3d_core.localization.guided) of a failed frame.
 
-        Returns the guided estimate when it passes the checks with the guided inlier-ratio bar (of the cells;
+        It starts from the failed hypothesis (None: PnP found none); when that does not localize, from PnP-RANSAC
+        on the most distinctive config.guided_distinct_fraction of the cells (guided.distinctive_cells). Returns
+        the first guided estimate that passes the checks with the guided inlier-ratio bar (of the cells;
         guided_ratio_bar), the guided coverage bar (guided_min_inlier_coverage) and its inliers' RMS reprojection
-        error is within guided_max_rmse of the inlier threshold, else the original failure. Its search and rounds
-        count in the select and pnp times.
+        error within guided_max_rmse of the inlier threshold, else the original failure. Its searches
+        and earlier rounds count in the select time.
         """
-        # The rounds refine without the core (core_px 0): guided correspondences are picked for agreeing with the
-        # hypothesis, so a core around it would confirm it. The judged last solve has the core, with its floor of
-        # half a cell: a core of 1.5 px around guided matches on 8-pixel cells moved a guided pose of a rolled view
-        # from 7.5 to 11.5 cm off (test_guided's small room); with the floor none moved past 10 cm there.
         cfg = self.config
         t0 = time.perf_counter()
         bar = guided_ratio_bar(cfg.guided_candidates, cfg.reprojection_threshold_px, size_wh,
@@ -339,34 +337,78 @@ class Relocalizer:
         points_Nk3, sims_Nk = got
         K = np.asarray(K, np.float64)
         uv = undistort_pixels(prediction.uv_hw2.reshape(-1, 2), K, dist_coeffs)
+        guided_cfg = dataclasses.replace(cfg, min_inlier_ratio=bar, min_inlier_coverage=max(
+            cfg.min_inlier_coverage, cfg.guided_min_inlier_coverage))
+        core_px = self._core_px(cfg, prediction, size_wh)
+        starts = [hypothesis] if hypothesis is not None else []
+        if cfg.guided_distinct_fraction > 0:
+            starts.append(None)  # computed only if needed: the distinctive cells' hypothesis
+        for start in starts:
+            if start is None:
+                start = _distinctive_hypothesis(points_Nk3, sims_Nk, uv, K, cfg)
+                if start is None:
+                    break
+            estimate = self._guided_from(start, points_Nk3, sims_Nk, uv, K, guided_cfg, cells, core_px, size_wh,
+                                         stamp_ns, lost.timings.predict_ms)
+            if estimate is not None:
+                spent = lost.timings.select_ms + lost.timings.pnp_ms + lost.timings.refine_ms + _ms(t0)
+                t = estimate.timings
+                return dataclasses.replace(estimate, guided=True, timings=dataclasses.replace(
+                    t, select_ms=spent - t.pnp_ms - t.refine_ms))
+        return _with_extra_time(lost, t0)
+
+    def _guided_from(self, world_T_cam: np.ndarray, points_Nk3: np.ndarray, sims_Nk: np.ndarray, uv: np.ndarray,
+                     K: np.ndarray, guided_cfg: RelocalizerConfig, cells: int, core_px: float,
+                     size_wh: tuple[int, int], stamp_ns: int | None, predict_ms: float) -> PoseEstimate | None:
+        """Guided rounds from one hypothesis and the judged last solve: the estimate when it passes, else None."""
+        # The rounds refine without the core (core_px 0): guided correspondences are picked for agreeing with the
+        # hypothesis, so a core around it would confirm it. The judged last solve has the core, with its floor of
+        # half a cell: a core of 1.5 px around guided matches on 8-pixel cells moved a guided pose of a rolled view
+        # from 7.5 to 11.5 cm off (test_guided's small room); with the floor none moved past 10 cm there.
+        cfg = self.config
         gate_px = 2.0 * cfg.reprojection_threshold_px
-        world_T_cam = hypothesis
         for _ in range(cfg.guided_rounds - 1):  # the last round is the judged one (_solve below)
             corr = guided_correspondences(points_Nk3, sims_Nk, uv, K, world_T_cam, gate_px)
             found = ransac_pnp(corr.points_N3, corr.uv_N2, K, cfg) if len(corr.points_N3) >= cfg.min_inliers else None
             if found is None:
-                return _with_extra_time(lost, t0)
+                return None
             pose, _ = refine_pose(corr.points_N3, corr.uv_N2, K, found[0], found[1], cfg, core_px=0.0)
-            R, _ = cv2.Rodrigues(pose.rvec)
             moved = world_T_cam
-            world_T_cam = invert_pose(make_pose(R, pose.tvec))
+            world_T_cam = _world_T_cam(pose)
             if not is_valid_pose(world_T_cam):
-                return _with_extra_time(lost, t0)
+                return None
             if np.linalg.norm(world_T_cam[:3, 3] - moved[:3, 3]) < CONVERGED_M:
                 break
         corr = guided_correspondences(points_Nk3, sims_Nk, uv, K, world_T_cam, gate_px)
         if len(corr.points_N3) < max(cfg.min_inliers, 4):
-            return _with_extra_time(lost, t0)
-        spent = lost.timings.select_ms + lost.timings.pnp_ms + lost.timings.refine_ms + _ms(t0)
-        guided_cfg = dataclasses.replace(cfg, min_inlier_ratio=bar, min_inlier_coverage=max(
-            cfg.min_inlier_coverage, cfg.guided_min_inlier_coverage))
-        estimate, _ = self._solve(corr, K, StageTimings(lost.timings.predict_ms, spent), stamp_ns, size_wh,
-                                  guided_cfg, ratio_of=cells, core_px=self._core_px(cfg, prediction, size_wh))
-        rmse_bar = cfg.guided_max_rmse * cfg.reprojection_threshold_px
-        if not estimate.success or estimate.reprojection_rmse_px > rmse_bar:
-            return dataclasses.replace(lost, timings=dataclasses.replace(
-                lost.timings, select_ms=lost.timings.select_ms + estimate.timings.total_ms - lost.timings.total_ms))
-        return dataclasses.replace(estimate, guided=True)
+            return None
+        estimate, _ = self._solve(corr, K, StageTimings(predict_ms), stamp_ns, size_wh, guided_cfg, ratio_of=cells,
+                                  core_px=core_px)
+        if not estimate.success or estimate.reprojection_rmse_px > cfg.guided_max_rmse * cfg.reprojection_threshold_px:
+            return None
+        return estimate
+
+
+def _distinctive_hypothesis(points_Nk3: np.ndarray, sims_Nk: np.ndarray, uv_N2: np.ndarray, K: np.ndarray,
+                            cfg: RelocalizerConfig) -> np.ndarray | None:
+    """world_T_cam from PnP-RANSAC on the most distinctive cells' best matches (None when it finds none)."""
+    count = int(round(cfg.guided_distinct_fraction * len(sims_Nk)))
+    chosen = distinctive_cells(points_Nk3, sims_Nk, cfg.guided_distinct_radius_m, count)
+    points, uv = _same_float_dtype(points_Nk3[chosen, 0], uv_N2[chosen])
+    finite = np.isfinite(points).all(axis=1) & np.isfinite(uv).all(axis=1)
+    if finite.sum() < max(cfg.min_inliers, 4):
+        return None
+    found = ransac_pnp(points[finite], uv[finite], K, cfg)
+    if found is None:
+        return None
+    world_T_cam = _world_T_cam(found[0])
+    return world_T_cam if is_valid_pose(world_T_cam) else None
+
+
+def _world_T_cam(pose: CameraPose) -> np.ndarray:
+    """The camera's pose in the world from OpenCV's cam_T_world rvec / tvec."""
+    R, _ = cv2.Rodrigues(pose.rvec)
+    return invert_pose(make_pose(R, pose.tvec))
 
 
 def _with_extra_time(lost: PoseEstimate, t0: float) -> PoseEstimate:
