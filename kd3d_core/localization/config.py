@@ -196,8 +196,9 @@ class RelocalizerConfig:
             inliers. Bench models, 14 variants x 30 frames per room, side by side with the same code: office
             99.5 -> 99.8 % within 5 cm / 5 deg (gain x1.6 96.7 -> 100 %), living 98.6 -> 99.3 % (gain x1.6 93.3
             -> 100 %, JPEG q25 90 -> 93.3 %), low-texture 63.3 -> 65.7 % (gamma 0.6 63 -> 87 %), no new wrong pose;
-            the 100 or 200 most distinctive cells gave the same office and living rows. On the 160x120 test room (300 cells), 30 or
-            60 cells added right guided poses only, 100 also three 10-15 cm off: hence a fraction of the cells.
+            the 100 or 200 most distinctive cells gave the same office and living rows. On the 160x120 test room
+            (300 cells), 30 or 60 cells added right guided poses only, 100 also three 10-15 cm off: hence a
+            fraction of the cells.
             Cost, side by side: a frame the search rescues skips the roll retries (living JPEG lost frames 262 ->
             202 ms); one that stays lost pays ~60 ms more (low-texture noise row 288 -> 348 ms); others nothing.
         guided_distinct_radius_m: candidates nearer than this to a cell's best one (the same surface seen from
