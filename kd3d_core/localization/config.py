@@ -191,14 +191,15 @@ class RelocalizerConfig:
             best similarity minus that of the best candidate more than guided_distinct_radius_m away); 0 turns it
             off. In frames that come back lost, the failed hypothesis is mostly meters off: the true pose had
             5-8 % of the cells as top-1 inliers (60-100 of 1200) against 19-26 for the hypothesis, too few for
-            1000 RANSAC iterations to find, while the most similar fifth of the cells held 0-3 of them (clipped
-            and flat cells match everything almost perfectly). Among the 100 most distinctive cells 19-35 % were
-            inliers. Bench models, 14 variants x 30 frames per room, side by side with the same code: office
-            99.5 -> 99.8 % within 5 cm / 5 deg (gain x1.6 96.7 -> 100 %), living 98.6 -> 99.3 % (gain x1.6 93.3
-            -> 100 %, JPEG q25 90 -> 93.3 %), low-texture 63.3 -> 65.7 % (gamma 0.6 63 -> 87 %), no new wrong pose;
-            the 100 or 200 most distinctive cells gave the same office and living rows. On the 160x120 test room
-            (300 cells), 30 or 60 cells added right guided poses only, 100 also three 10-15 cm off: hence a
-            fraction of the cells.
+            1000 RANSAC iterations to find; in over-exposed frames the 200 most similar cells held 0-3 of them
+            (clipped and flat cells match everything almost perfectly). Among the 100 most distinctive cells
+            19-35 % were inliers. Robustness bench (bench/results-2026-11-30-cpu2-robustness-v11.md against -v10.md, 14
+            variants x 30 frames per room), within 5 cm / 5 deg . 2 cm / 2 deg: office 99.5 . 95.5 -> 99.8 . 95.7 %
+            (gain x1.6 96.7 -> 100 %), living 98.6 . 95.0 -> 99.5 . 96.0 % (gain x1.6 93.3 -> 100 %, JPEG q25 90 ->
+            96.7 %), low-texture 63.3 . 58.3 -> 66.0 . 60.0 % (gamma 0.6 63 -> 87 %), no new wrong pose; no row
+            lost a frame. The 100 or 200 most distinctive cells gave the same office and living rows. On the
+            160x120 test room (300 cells), 30 or 60 cells added right guided poses only, 100 also three 10-15 cm
+            off: hence a fraction of the cells.
             Cost, side by side: a frame the search rescues skips the roll retries (living JPEG lost frames 262 ->
             202 ms); one that stays lost pays ~60 ms more (low-texture noise row 288 -> 348 ms); others nothing.
         guided_distinct_radius_m: candidates nearer than this to a cell's best one (the same surface seen from
