@@ -269,6 +269,8 @@ class RelocalizerConfig:
     guided_min_inlier_coverage: float = 0.5
     guided_distinct_fraction: float = 0.15
     guided_distinct_radius_m: float = 0.1
+    confirm_below_ratio: float = 0.12
+    confirm_agree_m: float = 0.05
 
     def __post_init__(self) -> None:
         coerce_enum_fields(self, {"solver": PnpSolver, "ransac": RansacMethod, "refine": RefineMethod}, "relocalizer")
@@ -310,9 +312,12 @@ class RelocalizerConfig:
             (0 < self.guided_max_rmse <= 1, "guided_max_rmse must be in (0, 1] (a fraction of the inlier threshold)"),
             (math.isfinite(self.guided_distinct_radius_m) and self.guided_distinct_radius_m >= 0,
              "guided_distinct_radius_m must be a finite distance >= 0"),
+            (math.isfinite(self.confirm_agree_m) and self.confirm_agree_m > 0,
+             "confirm_agree_m must be a finite distance > 0"),
         ]
         fractions = ("min_inlier_coverage", "guided_min_inlier_coverage", "guided_distinct_fraction",
-                     "min_inlier_confidence", "max_dark_fraction", "max_bright_fraction", "min_textured_fraction")
+                     "confirm_below_ratio", "min_inlier_confidence", "max_dark_fraction", "max_bright_fraction",
+                     "min_textured_fraction")
         checks += [(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1]") for name in fractions]
         checks += [(0 <= getattr(self, name) <= 255, f"{name} must be in [0, 255] grey levels")
                    for name in ("min_mean_intensity", "min_intensity_std")]

@@ -61,7 +61,10 @@ def check_intrinsics(K: object, dist_coeffs: object) -> str | None:
 _RETRY_ROLLED = frozenset({
     FailureReason.TOO_FEW_CORRESPONDENCES, FailureReason.PNP_FAILED, FailureReason.TOO_FEW_INLIERS,
     FailureReason.LOW_INLIER_RATIO, FailureReason.POOR_INLIER_COVERAGE, FailureReason.LOW_CONFIDENCE,
-    FailureReason.UNCERTAIN_POSE, FailureReason.DEGENERATE_POSE})
+    FailureReason.UNCERTAIN_POSE, FailureReason.DEGENERATE_POSE, FailureReason.UNCONFIRMED_POSE})
+# Failures without a pose hypothesis that still get the guided chance (its distinctive start): PnP found no pose,
+# or the pose it found was not confirmed (the guided search from it already failed).
+_GUIDED_WITHOUT_HYPOTHESIS = frozenset({FailureReason.PNP_FAILED, FailureReason.UNCONFIRMED_POSE})
 
 
 class Relocalizer:
@@ -140,8 +143,7 @@ class Relocalizer:
         predict_ms = _ms(t0)
         size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
         estimate, hypothesis = self._localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)
-        if self.config.guided_candidates and (hypothesis is not None
-                                              or estimate.failure is FailureReason.PNP_FAILED):
+        if self.config.guided_candidates and (hypothesis is not None or estimate.failure in _GUIDED_WITHOUT_HYPOTHESIS):
             try:
                 estimate = self._guided_retry(prediction, K, dist_coeffs, stamp_ns, estimate, hypothesis, size_wh)
             except Exception:  # noqa: BLE001 - a second chance that cannot run leaves the first answer
@@ -262,8 +264,12 @@ class Relocalizer:
                 StageTimings(predict_ms, select_ms), correspondences=n, stamp_ns=stamp_ns, world_frame=frame), None
         if size_wh is None:
             size_wh = _grid_extent(prediction)
-        return self._solve(corr, K, StageTimings(predict_ms, select_ms), stamp_ns, size_wh,
-                           core_px=self._core_px(self.config, prediction, size_wh))
+        estimate, hypothesis = self._solve(corr, K, StageTimings(predict_ms, select_ms), stamp_ns, size_wh,
+                                           core_px=self._core_px(self.config, prediction, size_wh))
+        if estimate.success and estimate.inlier_stats is not None and \
+                estimate.inlier_stats.ratio < cfg.confirm_below_ratio:
+            estimate = self._confirm(prediction, K, dist_coeffs, estimate, size_wh)
+        return estimate, hypothesis
 
     @staticmethod
     def _core_px(cfg: RelocalizerConfig, prediction: ScenePrediction, size_wh: tuple[int, int]) -> float:
@@ -309,6 +315,58 @@ class Relocalizer:
                             correspondences=n, reprojection_rmse_px=rmse, timings=timings, stamp_ns=stamp_ns,
                             world_frame=frame, inlier_stats=stats), None
 
+    def _guided_setup(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
+                      size_wh: tuple[int, int]) -> tuple | None:
+        """What a guided search needs: the cells' memory candidates (points, similarities), their undistorted
+        pixels, K, the config with the guided bars, the cell count and the core radius; None when the model has no
+        memory, it fails, or the image is so small that chance alone would explain any guided pose."""
+        cfg = self.config
+        bar = guided_ratio_bar(cfg.guided_candidates, cfg.reprojection_threshold_px, size_wh,
+                               max(cfg.min_inlier_ratio, cfg.guided_min_inlier_ratio))
+        if bar >= 1.0 or not cfg.guided_candidates:
+            return None
+        try:
+            got = getattr(self.predictor, "memory_candidates", lambda k: None)(cfg.guided_candidates)
+        except Exception:  # noqa: BLE001 - a second chance that cannot run leaves the first answer
+            got = None
+        cells = prediction.conf_hw.size
+        if got is None or got[0].shape[0] != cells:
+            return None
+        K = np.asarray(K, np.float64)
+        uv = undistort_pixels(prediction.uv_hw2.reshape(-1, 2), K, dist_coeffs)
+        guided_cfg = dataclasses.replace(cfg, min_inlier_ratio=bar, min_inlier_coverage=max(
+            cfg.min_inlier_coverage, cfg.guided_min_inlier_coverage))
+        return got[0], got[1], uv, K, guided_cfg, cells, self._core_px(cfg, prediction, size_wh)
+
+    def _confirm(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
+                 estimate: PoseEstimate, size_wh: tuple[int, int]) -> PoseEstimate:
+        """A pose whose inlier ratio is below config.confirm_below_ratio stands only if the guided search from it
+        (the guided bars) localizes within config.confirm_agree_m of it; else an UNCONFIRMED_POSE failure.
+        Without a memory to search (a regression head, guided_candidates 0, a tiny image) the pose stands. The
+        search's time counts in the refine stage."""
+        t0 = time.perf_counter()
+        try:
+            setup = self._guided_setup(prediction, K, dist_coeffs, size_wh)
+            if setup is None:
+                return estimate
+            points_Nk3, sims_Nk, uv, K, guided_cfg, cells, core_px = setup
+            found = self._guided_from(estimate.world_T_cam, points_Nk3, sims_Nk, uv, K, guided_cfg, cells, core_px,
+                                      size_wh, estimate.stamp_ns, estimate.timings.predict_ms)
+        except Exception:  # noqa: BLE001 - a check that cannot run leaves the pose as it was judged
+            return estimate
+        t = estimate.timings
+        timings = dataclasses.replace(t, refine_ms=t.refine_ms + _ms(t0))
+        moved = None if found is None else float(np.linalg.norm(found.world_T_cam[:3, 3] - estimate.world_T_cam[:3, 3]))
+        if moved is not None and moved < self.config.confirm_agree_m:
+            return dataclasses.replace(estimate, timings=timings)
+        ratio = estimate.inlier_stats.ratio if estimate.inlier_stats is not None else float("nan")
+        why = "found no pose" if moved is None else f"moved it {moved:.3f} m"
+        return PoseEstimate.failed(
+            FailureReason.UNCONFIRMED_POSE,
+            f"inlier ratio {ratio:.3f} is below {self.config.confirm_below_ratio} and the guided search from the pose "
+            f"{why}", timings, correspondences=estimate.correspondences, inliers=estimate.inliers,
+            stamp_ns=estimate.stamp_ns, world_frame=estimate.world_frame, inlier_stats=estimate.inlier_stats)
+
     def _guided_retry(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
                       stamp_ns: int | None, lost: PoseEstimate, hypothesis: np.ndarray | None,
                       size_wh: tuple[int, int]) -> PoseEstimate:
@@ -321,25 +379,12 @@ class Relocalizer:
         error within guided_max_rmse of the inlier threshold, else the original failure. Its searches
         and earlier rounds count in the select time.
         """
-        cfg = self.config
         t0 = time.perf_counter()
-        bar = guided_ratio_bar(cfg.guided_candidates, cfg.reprojection_threshold_px, size_wh,
-                               max(cfg.min_inlier_ratio, cfg.guided_min_inlier_ratio))
-        if bar >= 1.0:  # an image so small that chance alone would explain any guided pose
+        setup = self._guided_setup(prediction, K, dist_coeffs, size_wh)
+        if setup is None:
             return lost
-        try:
-            got = getattr(self.predictor, "memory_candidates", lambda k: None)(cfg.guided_candidates)
-        except Exception:  # noqa: BLE001 - a second chance that cannot run leaves the first answer
-            got = None
-        cells = prediction.conf_hw.size
-        if got is None or got[0].shape[0] != cells:
-            return lost
-        points_Nk3, sims_Nk = got
-        K = np.asarray(K, np.float64)
-        uv = undistort_pixels(prediction.uv_hw2.reshape(-1, 2), K, dist_coeffs)
-        guided_cfg = dataclasses.replace(cfg, min_inlier_ratio=bar, min_inlier_coverage=max(
-            cfg.min_inlier_coverage, cfg.guided_min_inlier_coverage))
-        core_px = self._core_px(cfg, prediction, size_wh)
+        cfg = self.config
+        points_Nk3, sims_Nk, uv, K, guided_cfg, cells, core_px = setup
         starts = [hypothesis] if hypothesis is not None else []
         if cfg.guided_distinct_fraction > 0:
             starts.append(None)  # computed only if needed: the distinctive cells' hypothesis

@@ -24,6 +24,7 @@ class FailureReason(str, Enum):
     LOW_CONFIDENCE = "low_confidence"
     UNCERTAIN_POSE = "uncertain_pose"
     DEGENERATE_POSE = "degenerate_pose"
+    UNCONFIRMED_POSE = "unconfirmed_pose"
 
 
 @dataclass(frozen=True)
