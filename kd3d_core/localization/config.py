@@ -217,6 +217,22 @@ class RelocalizerConfig:
             202 ms); one that stays lost pays ~60 ms more (low-texture noise row 288 -> 348 ms); others nothing.
         guided_distinct_radius_m: candidates nearer than this to a cell's best one (the same surface seen from
             another mapping view) are not its rivals (map units; metres in metric maps).
+        confirm_below_ratio: a pose with an inlier ratio below this (of the correspondences) stands only if the
+            guided search started from it (the guided bars, guided_candidates per cell) localizes within
+            confirm_agree_m of it; otherwise the frame fails with unconfirmed_pose and the guided chance's
+            distinctive start runs. 0 turns it off; it needs a memory (the fast student) and guided_candidates >
+            0, and it costs a candidate search and a few PnP runs on such frames only. The wrong poses we have seen
+            pass the checks had inlier ratios of 0.10-0.12 (above, USAC_LIGHT; the living room's lower camera: a
+            pose 11 cm / 3 deg off at 0.102 whose reported 1 sigma was 1.4 cm), while right poses at 0.10-0.12 are
+            3 % of the bench's first-pass fixes (32 of 1113). The guided search from a right pose gathers its
+            other candidates and stays; from a biased one it moves or fails. Robustness bench
+            (bench/results-2026-11-30-cpu2-robustness-v13.md against -v11.md, 1260 frames): wrong fixes 1 -> 0
+            (the living lower-camera row 96.7 -> 100 % within 5 cm / 5 deg: the refused frame then localized
+            right), living 99.5 . 96.0 -> 99.8 . 96.4 % within 5 cm / 5 deg . 2 cm / 2 deg, office unchanged,
+            low texture 66.0 . 60.0 -> 65.2 . 59.5 % (three frames refused). On the encoder-seed-1 models (a
+            harness, the same rule) office and living were unchanged and low texture lost two frames of 420.
+        confirm_agree_m: how far the confirming guided search may move the pose (map units; metres in metric
+            maps).
 
     The image gates refuse only frames with nothing to localize on; everything else goes to the network and is
     judged by its inliers. Measured on 360 real query frames of seven synthetic rooms (320x240) and the

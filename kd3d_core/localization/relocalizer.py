@@ -142,7 +142,8 @@ class Relocalizer:
                                        stamp_ns=stamp_ns, world_frame=self.world_frame), None
         predict_ms = _ms(t0)
         size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
-        estimate, hypothesis = self._localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)
+        estimate, hypothesis = self._localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh,
+                                                         confirm=True)
         if self.config.guided_candidates and (hypothesis is not None or estimate.failure in _GUIDED_WITHOUT_HYPOTHESIS):
             try:
                 estimate = self._guided_retry(prediction, K, dist_coeffs, stamp_ns, estimate, hypothesis, size_wh)
@@ -167,7 +168,7 @@ class Relocalizer:
             turned = unroll_prediction(self.predictor.predict(view), H, size_wh)
         except Exception:  # noqa: BLE001 - a look that cannot run leaves the caller's answer
             return None, _ms(t0)
-        estimate = self.localize_prediction(turned, K, dist_coeffs, stamp_ns, _ms(t0), size_wh)
+        estimate = self._localize_prediction(turned, K, dist_coeffs, stamp_ns, _ms(t0), size_wh, confirm=True)[0]
         return (estimate, turned), estimate.timings.total_ms
 
     def _look_upright(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
@@ -237,14 +238,19 @@ class Relocalizer:
         """Solve the pose from an existing prediction (the select, pnp and refine stages).
 
         `size_wh` is the input image's size (for the inliers' coverage of the image); None takes the extent of
-        the prediction's pixel grid.
+        the prediction's pixel grid. No guided chance and no confirmation of weak poses (confirm_below_ratio):
+        both read the memory's record of the last `predict`, which need not be this prediction's.
         """
         return self._localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)[0]
 
     def _localize_prediction(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
                              stamp_ns: int | None, predict_ms: float,
-                             size_wh: tuple[int, int] | None) -> tuple[PoseEstimate, np.ndarray | None]:
-        """localize_prediction, plus the pose hypothesis of a failure that PnP got a pose for (else None)."""
+                             size_wh: tuple[int, int] | None,
+                             confirm: bool = False) -> tuple[PoseEstimate, np.ndarray | None]:
+        """localize_prediction, plus the pose hypothesis of a failure that PnP got a pose for (else None).
+
+        confirm: the prediction is the memory's last query, so a pose under config.confirm_below_ratio inliers
+        is checked by the guided search from it (_confirm)."""
         frame, cfg = self.world_frame, self.config
         t0 = time.perf_counter()
         problem = validate_prediction(prediction)
@@ -266,7 +272,7 @@ class Relocalizer:
             size_wh = _grid_extent(prediction)
         estimate, hypothesis = self._solve(corr, K, StageTimings(predict_ms, select_ms), stamp_ns, size_wh,
                                            core_px=self._core_px(self.config, prediction, size_wh))
-        if estimate.success and estimate.inlier_stats is not None and \
+        if confirm and estimate.success and estimate.inlier_stats is not None and \
                 estimate.inlier_stats.ratio < cfg.confirm_below_ratio:
             estimate = self._confirm(prediction, K, dist_coeffs, estimate, size_wh)
         return estimate, hypothesis

@@ -10,6 +10,7 @@ from kd3d_core.errors import ConfigError
 from kd3d_core.geometry import pose_error
 from kd3d_core.localization import Relocalizer, RelocalizerConfig
 from kd3d_core.localization.guided import distinctive_cells, guided_correspondences, guided_ratio_bar
+from kd3d_core.localization.result import FailureReason
 from kd3d_core.localization.roll import rolled_view
 from kd3d_core.scene import Split, open_scene
 from kd3d_core.students import load_scene_model
@@ -62,8 +63,9 @@ def test_config_checks_the_guided_settings():
                 {"guided_rounds": 0}, {"guided_max_rmse": 0.0}, {"guided_max_rmse": 1.5},
                 {"guided_min_inlier_coverage": 1.5}, {"guided_distinct_fraction": -0.1},
                 {"guided_distinct_fraction": 1.5}, {"guided_distinct_radius_m": -1.0},
-                {"guided_distinct_radius_m": float("nan")}):
-        with pytest.raises(ConfigError, match="guided"):
+                {"guided_distinct_radius_m": float("nan")}, {"confirm_below_ratio": -0.1},
+                {"confirm_below_ratio": 1.5}, {"confirm_agree_m": 0.0}, {"confirm_agree_m": float("inf")}):
+        with pytest.raises(ConfigError, match="guided|confirm"):
             RelocalizerConfig(**bad)
 
 
@@ -266,3 +268,51 @@ def test_a_failing_memory_leaves_the_first_answer(fast_room):
         rgb, _ = rolled_view(frame.load_rgb(), frame.K, 25.0)
         est = relocalizer.localize(rgb, frame.K)
         assert not est.guided and (est.success or est.failure is not None)
+
+
+class ShiftedPoints:
+    """The model, with every predicted point moved by `shift` (a consistent, wrong pose: every cell agrees with
+    it); its memory's candidates are the model's own."""
+
+    world_frame = "map"
+    mapping_up = None
+
+    def __init__(self, model, shift):
+        self.model, self.shift = model, np.asarray(shift, np.float32)
+
+    def predict(self, rgb):
+        prediction = self.model.predict(rgb)
+        return replace(prediction, points_hw3=prediction.points_hw3 + self.shift)
+
+    def memory_candidates(self, k):
+        return self.model.memory_candidates(k)
+
+
+def test_a_weak_pose_stands_only_if_the_guided_search_confirms_it(fast_room):
+    """confirm_below_ratio 1 checks every pose: the camera's own poses are confirmed (the guided search from them
+    stays within confirm_agree_m), while poses from points moved 30 cm, which PnP accepts with the same inliers,
+    are refused as unconfirmed_pose (the memory's candidates do not follow them); without the check they are
+    reported 30 cm off."""
+    model = load_scene_model(fast_room.model_path, "cpu")
+    frames = open_scene(fast_room.root).split(Split.QUERY)
+    strict = RelocalizerConfig(reprojection_threshold_px=6.0, guided_max_rmse=0.75, roll_retry_deg=(),
+                               roll_upright_deg=0.0, guided_distinct_fraction=0.0, confirm_below_ratio=1.0)
+    lax = replace(strict, confirm_below_ratio=0.0)
+    shifted = ShiftedPoints(model, [0.3, 0.0, 0.0])
+    confirmed = refused = 0
+    for frame in frames:
+        rgb = frame.load_rgb()
+        plain = Relocalizer(model, lax).localize(rgb, frame.K)
+        if not plain.success or plain.guided:
+            continue
+        checked = Relocalizer(model, strict).localize(rgb, frame.K)
+        if checked.success:
+            confirmed += 1
+            assert pose_error(checked.world_T_cam, frame.world_T_cam).translation_m < 0.1
+        off = Relocalizer(shifted, lax).localize(rgb, frame.K)
+        assert off.success and 0.2 < pose_error(off.world_T_cam, frame.world_T_cam).translation_m < 0.4
+        est = Relocalizer(shifted, strict).localize(rgb, frame.K)
+        assert not est.success and est.failure is FailureReason.UNCONFIRMED_POSE, est
+        assert "guided search" in est.detail and est.timings.refine_ms > 0
+        refused += 1
+    assert refused >= 3 and confirmed >= refused - 1, (confirmed, refused)
