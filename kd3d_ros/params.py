@@ -127,7 +127,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("guided_candidates", 8,
               "A frame whose pose fails the inlier checks gets a guided second chance: each cell's match is "
               "re-chosen among this many most similar memory cells under the failed pose, and PnP runs again "
-              "(fast student only; on such frames only; 0 = off).", min_value=0, max_value=64),
+              "(fast student only; on such frames only). A pose with under 12 % inliers must also be confirmed "
+              "by the guided search from it. 0 = off (both).", min_value=0, max_value=64),
     ParamSpec("threads", 1,
               "Torch CPU threads for the model, set once at start-up (0 = kd3d's policy: OMP_NUM_THREADS, else half "
               "the cores). One thread is fastest on a busy robot CPU: parallel regions wait for threads other "
