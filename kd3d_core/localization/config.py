@@ -248,12 +248,12 @@ class RelocalizerConfig:
     min_confidence: float = 0.0
     max_correspondences: int = 2048
     solver: PnpSolver = PnpSolver.SQPNP
-    ransac: RansacMethod = RansacMethod.USAC_DEFAULT
+    ransac: RansacMethod = RansacMethod.USAC_LIGHT
     reprojection_threshold_px: float = 12.0
     ransac_iterations: int = 1000
     ransac_confidence: float = 0.9999
-    ransac_lo_iterations: int = 1
-    ransac_lo_sample: int = 10
+    ransac_lo_iterations: int = 5
+    ransac_lo_sample: int = 14
     refine: RefineMethod = RefineMethod.LM
     refine_rounds: int = 1
     refine_core_fraction: float = 0.25
