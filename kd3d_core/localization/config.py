@@ -67,20 +67,19 @@ class RelocalizerConfig:
     variants x 30 frames each, 5040 frames in all) it localized 4403 frames within 5 cm / 5 deg against 4423,
     4124 within 2 cm / 2 deg against 4152, and gave 7 wrong poses against 2 (the extra ones plain poses 11-35 cm
     off with inlier ratios 0.10-0.12: without the local optimisation a wrong hypothesis scrapes past the ratio
-    bar). A wrong pose costs more than 6 ms, so USAC_DEFAULT stays; USAC_LIGHT is there for speed on easy scenes.
+    bar). A wrong pose costs more than 6 ms, so USAC_DEFAULT stayed then.
 
     USAC_LIGHT with five inner rounds on 14 inliers (OpenCV's own UsacParams defaults for the local optimisation)
-    was measured as the default too. Side by side (office, 20 query frames at 640x480, 3 rounds alternating, one
-    thread, quiet machine): localize 42.7 -> 38.9 ms (0.91x), PnP-RANSAC + refinement 13.9 -> 9.8 ms (one round on
-    10 inliers: 35.8 ms). On the bench models (14 variants x 30 frames x 3 rooms, run by a harness) within
-    5 cm / 5 deg . 2 cm / 2 deg, USAC_DEFAULT -> it: office 99.8 . 95.7 -> 99.8 . 95.5 %, living 99.5 . 96.0 ->
-    99.3 . 95.7 %, low texture 66.0 . 60.0 -> 65.5 . 59.5 %, the same single wrong pose; encoder-seed-1 models
-    office 100 . 96.7 both, living 99.3 . 96.9 -> 99.5 . 97.6 %, low texture 67.1 . 60.7 -> 66.9 . 60.2 %, no wrong
-    pose. But the robustness bench with it (bench/results-2026-11-30-cpu2-robustness-v12.md against -v11.md; 44.9
-    ms and 22.3 Hz at 640x480, 44.8 ms with a core kept busy) had 2 wrong poses against 1: in the living room's
-    lower-camera row a frame 34.5 cm / 10 deg off with an inlier ratio of exactly 0.100, and another frame's error
-    grew from 2.4 to 8.0 cm. The weaker local optimisation finds worse hypotheses where the matches are weakest, as
-    the single round did, so USAC_DEFAULT stays.
+    is the default since weak poses must be confirmed (confirm_below_ratio). Side by side (office, 20 query frames
+    at 640x480, 3 rounds alternating, one thread, quiet machine): localize 41.5 -> 37.6 ms (0.91x), PnP-RANSAC +
+    refinement 13.4 -> 9.6 ms (one round on 10 inliers: 0.84x). Before the confirmation, the robustness bench with
+    it (bench/results-2026-11-30-cpu2-robustness-v12.md against -v11.md) had 2 wrong poses against 1: in the living
+    room's lower-camera row a frame 34.5 cm / 10 deg off at an inlier ratio of exactly 0.100 (the weaker local
+    optimisation finds worse hypotheses where the matches are weakest, as the single round did). With the
+    confirmation (-robustness-v14.md against -v13.md, both confirming): no wrong pose either way; within 5 cm /
+    5 deg . 2 cm / 2 deg office 99.8 . 95.7 -> 99.8 . 95.5 %, living 99.8 . 96.4 -> 99.5 . 96.2 % (one lower-camera
+    frame lost), low texture 65.2 . 59.5 % both; 43.0 ms (23.3 Hz) at 640x480 and 46.3 ms (21.6 Hz) with a core
+    kept busy, against 45.8 and 52.3 ms in the v13 run.
 
     Attributes:
         min_confidence: cells whose predicted confidence is not above this are dropped.
