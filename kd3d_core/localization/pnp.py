@@ -50,7 +50,10 @@ def ransac_pnp(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray,
     """
     try:
         if config.ransac is RansacMethod.USAC_LIGHT:
-            ok, _, rvec, tvec, inliers = cv2.solvePnPRansac(points_N3, uv_N2, K, None, params=_usac_light(config))
+            # This overload returns the camera matrix too, so OpenCV needs a writable one: a read-only K (from a
+            # decoded CameraInfo message) made it raise "Bad argument" on every frame.
+            ok, _, rvec, tvec, inliers = cv2.solvePnPRansac(points_N3, uv_N2, np.array(K, np.float64), None,
+                                                            params=_usac_light(config))
         else:
             flags = _USAC_FLAGS.get(config.ransac, _SOLVER_FLAGS[config.solver])
             ok, rvec, tvec, inliers = cv2.solvePnPRansac(

@@ -8,8 +8,8 @@ from localization_cases import K_640, make_case
 
 from kd3d_core.errors import ConfigError
 from kd3d_core.geometry import invert_pose, make_pose
-from kd3d_core.localization.config import RelocalizerConfig
-from kd3d_core.localization.pnp import MIN_CORE_POINTS, CameraPose, refine_pose, reprojection_errors
+from kd3d_core.localization.config import RansacMethod, RelocalizerConfig
+from kd3d_core.localization.pnp import MIN_CORE_POINTS, CameraPose, ransac_pnp, refine_pose, reprojection_errors
 
 
 def _near_miss_case(rng: np.random.Generator, near_miss: float = 0.3, same_way: bool = True):
@@ -99,3 +99,16 @@ def test_the_core_radius_has_a_floor_of_half_a_cell(size_wh, grid_hw, fraction, 
 def test_core_refinement_config_is_checked(field, value):
     with pytest.raises(ConfigError, match=field):
         RelocalizerConfig(**{field: value})
+
+
+@pytest.mark.parametrize("method", [RansacMethod.USAC_LIGHT, RansacMethod.USAC_DEFAULT])
+def test_a_read_only_camera_matrix_is_accepted(rng, method):
+    """A K decoded from a message can be read-only; OpenCV's USAC-parameters overload of solvePnPRansac writes its
+    camera matrix, and used to refuse such a K with "Bad argument" on every frame (the replay tests caught it)."""
+    K = np.array([[300.0, 0.0, 160.0], [0.0, 300.0, 120.0], [0.0, 0.0, 1.0]])
+    K.setflags(write=False)
+    points = np.c_[rng.uniform(-1.0, 1.0, (200, 2)), rng.uniform(2.0, 4.0, 200)]
+    uv = points[:, :2] / points[:, 2:] * 300.0 + np.array([160.0, 120.0])
+    found = ransac_pnp(points.astype(np.float32), uv.astype(np.float32), K, RelocalizerConfig(ransac=method))
+    assert found is not None and len(found[1]) == 200
+    np.testing.assert_allclose(found[0].tvec.ravel(), 0.0, atol=1e-3)
