@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kd3d_core.errors import ConfigError
+from kd3d_core.errors import ConfigError, Kd3dError
 from kd3d_core.io_utils import atomic_write_text
 from kd3d_core.threads import usable_cores
 
@@ -151,6 +151,19 @@ def _replay(config: DemoConfig, relocalizer: Any, bag: Path, summary: DemoSummar
     result = _timed(summary, "replay", lambda: replay_bag(relocalizer, cfg))
     summary.paths["result_bag"] = str(out_bag)
     summary.notes.append(f"replay: {result.localized} of {result.frames} bag frames localized")
+    problem = replay_shortfall(int(summary.accuracy.get("localized", 0)), result.localized, result.frames)
+    if problem:
+        raise Kd3dError(f"{problem} (result bag: {out_bag})")
+
+
+def replay_shortfall(direct: int, replayed: int, frames: int) -> str | None:
+    """A one-line problem when the bag replay localized clearly fewer query frames than localizing the same
+    frames directly (more than max(2, 5 %) fewer): the bag path (decoding, camera info, the node's code) is then
+    broken, and a demo must not pass on the direct path alone. None when they agree."""
+    if direct - replayed > max(2, 0.05 * frames):
+        return (f"the query bag's replay localized {replayed} of {frames} frames where localizing the same frames "
+                f"directly gave {direct}: the bag path is broken")
+    return None
 
 
 def run_demo(config: DemoConfig) -> DemoSummary:

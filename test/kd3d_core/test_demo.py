@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kd3d_core.demo import MARKER, DemoConfig, format_summary, run_demo
+from kd3d_core.demo import MARKER, DemoConfig, format_summary, replay_shortfall, run_demo
 from kd3d_core.errors import ConfigError
 
 
@@ -37,3 +37,15 @@ def test_demo_refuses_a_foreign_folder(tmp_path):
     with pytest.raises(ConfigError, match="not a kd3d demo folder"):
         run_demo(DemoConfig(out=tmp_path))
     assert (tmp_path / "precious.txt").is_file()
+
+
+def test_a_replay_that_localizes_far_fewer_frames_fails_the_demo():
+    """The demo checks the bag path against the direct one: a replay that loses more than max(2, 5 %) of the
+    frames the direct run localized is a broken bag path (a read-only camera matrix once made it 0 of 100 while
+    the demo still printed 100 %)."""
+    assert replay_shortfall(100, 100, 100) is None
+    assert replay_shortfall(100, 95, 100) is None
+    assert replay_shortfall(10, 8, 10) is None
+    assert "0 of 100" in replay_shortfall(100, 0, 100)
+    assert replay_shortfall(100, 94, 100) is not None
+    assert replay_shortfall(90, 95, 100) is None
