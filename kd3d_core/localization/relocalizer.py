@@ -67,6 +67,20 @@ _RETRY_ROLLED = frozenset({
 _GUIDED_WITHOUT_HYPOTHESIS = frozenset({FailureReason.PNP_FAILED, FailureReason.UNCONFIRMED_POSE})
 
 
+class _GuidedSetup(typing.NamedTuple):
+    """What a guided search reads: each cell's memory candidates (world points, cosine similarities), the cells'
+    undistorted pixels, K, the config with the guided bars, the number of cells (the inlier ratio's denominator) and
+    the core refinement radius."""
+
+    points_Nk3: np.ndarray
+    sims_Nk: np.ndarray
+    uv_N2: np.ndarray
+    K: np.ndarray
+    config: RelocalizerConfig
+    cells: int
+    core_px: float
+
+
 class Relocalizer:
     """Localizes single images against one scene model.
 
@@ -322,10 +336,9 @@ class Relocalizer:
                             world_frame=frame, inlier_stats=stats), None
 
     def _guided_setup(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
-                      size_wh: tuple[int, int]) -> tuple | None:
-        """What a guided search needs: the cells' memory candidates (points, similarities), their undistorted
-        pixels, K, the config with the guided bars, the cell count and the core radius; None when the model has no
-        memory, it fails, or the image is so small that chance alone would explain any guided pose."""
+                      size_wh: tuple[int, int]) -> _GuidedSetup | None:
+        """What a guided search needs (_GuidedSetup); None when the model has no memory, it fails, guided_candidates
+        is 0, or the image is so small that chance alone would explain any guided pose."""
         cfg = self.config
         bar = guided_ratio_bar(cfg.guided_candidates, cfg.reprojection_threshold_px, size_wh,
                                max(cfg.min_inlier_ratio, cfg.guided_min_inlier_ratio))
@@ -342,7 +355,7 @@ class Relocalizer:
         uv = undistort_pixels(prediction.uv_hw2.reshape(-1, 2), K, dist_coeffs)
         guided_cfg = dataclasses.replace(cfg, min_inlier_ratio=bar, min_inlier_coverage=max(
             cfg.min_inlier_coverage, cfg.guided_min_inlier_coverage))
-        return got[0], got[1], uv, K, guided_cfg, cells, self._core_px(cfg, prediction, size_wh)
+        return _GuidedSetup(got[0], got[1], uv, K, guided_cfg, cells, self._core_px(cfg, prediction, size_wh))
 
     def _confirm(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
                  estimate: PoseEstimate, size_wh: tuple[int, int]) -> PoseEstimate:

@@ -314,5 +314,7 @@ def test_a_weak_pose_stands_only_if_the_guided_search_confirms_it(fast_room):
         est = Relocalizer(shifted, strict).localize(rgb, frame.K)
         assert not est.success and est.failure is FailureReason.UNCONFIRMED_POSE, est
         assert "guided search" in est.detail and est.timings.refine_ms > 0
+        without_guided = Relocalizer(shifted, replace(strict, guided_candidates=0)).localize(rgb, frame.K)
+        assert without_guided.success  # guided_candidates 0 turns the confirmation off too
         refused += 1
     assert refused >= 3 and confirmed >= refused - 1, (confirmed, refused)
