@@ -287,8 +287,7 @@ class _Replayer:
             rgb, dist = self.input.prepare(model, rgb)
         except MessageError as err:
             return PoseEstimate.failed(FailureReason.BAD_INTRINSICS, str(err), stamp_ns=stamp), None, rgb
-        estimate, prediction = self.relocalizer.localize_with_prediction(rgb, model.K, dist, stamp, self.roll.hint_deg)
-        self.roll.update(estimate, getattr(self.relocalizer, "mapping_up", None))
+        estimate, prediction = self.roll.localize(self.relocalizer, rgb, model.K, dist, stamp)
         return estimate, prediction, rgb
 
     def _odom_T_cam(self, stamp: int) -> np.ndarray | None:

@@ -191,9 +191,7 @@ class FramePipeline:
             return FrameResult(stamp_ns, False, self._republished_tf(stamp_ns), (camera_problem,))
         rgb, dist = self._input.prepare(camera, rgb)
         decode_ms = (time.perf_counter() - t0) * 1000.0
-        estimate, prediction = self.relocalizer.localize_with_prediction(rgb, camera.K, dist, stamp_ns,
-                                                                         self._roll.hint_deg)
-        self._roll.update(estimate, getattr(self.relocalizer, "mapping_up", None))
+        estimate, prediction = self._roll.localize(self.relocalizer, rgb, camera.K, dist, stamp_ns)
         stages = {"decode": decode_ms, **_timings_ms(estimate)}
         if not estimate.success:
             problem = Problem(estimate.failure.value if estimate.failure else "unknown", estimate.detail)

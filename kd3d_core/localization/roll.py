@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -71,6 +72,14 @@ class RollTracker:
         pose = getattr(estimate, "world_T_cam", None)
         ok = bool(getattr(estimate, "success", False)) and pose is not None and up_world is not None
         self.hint_deg = camera_roll_deg(pose, up_world) if ok else None
+
+    def localize(self, relocalizer: Any, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
+                 stamp_ns: int | None) -> tuple[Any, Any]:
+        """The stream's next frame: relocalizer.localize_with_prediction with this stream's roll hint, then the
+        hint updated from the result. Returns (estimate, prediction)."""
+        estimate, prediction = relocalizer.localize_with_prediction(rgb_HW3, K, dist_coeffs, stamp_ns, self.hint_deg)
+        self.update(estimate, getattr(relocalizer, "mapping_up", None))
+        return estimate, prediction
 
 
 def roll_homography(K: np.ndarray, angle_deg: float) -> np.ndarray:

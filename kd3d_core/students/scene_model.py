@@ -66,6 +66,8 @@ class SceneModel:
         self._cells_hw2 = cell_centres((w, h), meta.output_stride)
         self._uv_cache: dict[tuple[int, int], np.ndarray] = {}
         self._knn_head: nn.Module | None | bool = False  # found on first use
+        # memory_candidates' last answer: (the query it was for, k, points, similarities)
+        self._candidates: tuple[torch.Tensor, int, np.ndarray, np.ndarray] | None = None
 
     def _use_encoder_backend(self, backend: EncoderBackend | str | None, size_hw: tuple[int, int]) -> EncoderBackend:
         """Give the fast encoder (if any) its runner; the backend in use (TORCH for other students)."""
@@ -122,14 +124,22 @@ class SceneModel:
         """For the cells of the last `predict`: the k most similar memory cells' world points (h*w, k, 3) and
         their cosine similarities (h*w, k), best first (similarity -2: no candidate). None when the model has
         no feature memory (a regression head) or has not predicted yet. Not for concurrent use: it reads the
-        memory's record of the last query."""
+        memory's record of the last query. Asked again for the same query and k (a weak pose's confirmation, then
+        the guided chance of the same frame), it returns the same read-only arrays instead of searching again."""
         head = self._memory_head()
         if head is None or head.last_query is None:
             return None
+        cached = self._candidates
+        if cached is not None and cached[0] is head.last_query and cached[1] == k:
+            return cached[2], cached[3]
         with torch.inference_mode():
             points, sims = head.candidates(head.last_query, k)
             world = points.float() * self.module.coord_scale + self.module.coord_mean.view(1, 1, 3)
-        return world.cpu().numpy(), sims.cpu().numpy()
+        world_np, sims_np = world.cpu().numpy(), sims.cpu().numpy()
+        world_np.setflags(write=False)
+        sims_np.setflags(write=False)
+        self._candidates = (head.last_query, k, world_np, sims_np)
+        return world_np, sims_np
 
     def _memory_head(self) -> nn.Module | None:
         from kd3d_core.students.fast import KnnHead  # here: fast.py registers itself through the registry
