@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import chi2
 
 from kd3d_core.bench.accuracy import evaluate_localizer
 from kd3d_core.bench.context import BenchContext
@@ -28,14 +29,20 @@ ROBUST_COLUMNS = [
     ("room", "room"), ("variant", "query variant"), ("method", "method"), ("frames", "frames"),
     ("localized", "localized"), ("recall_2cm_2deg", "2cm/2°"), ("recall_5cm_5deg", "5cm/5°"),
     ("recall_10cm_10deg", "10cm/10°"), ("median_translation_cm", "median t (cm)"),
-    ("median_rotation_deg", "median R (°)"), ("wrong", "wrong fixes"), ("ms_per_frame", "ms/frame"),
+    ("median_rotation_deg", "median R (°)"), ("wrong", "wrong fixes"), ("t_in_chi2_95", "t in χ²95"),
+    ("r_in_chi2_95", "R in χ²95"), ("ms_per_frame", "ms/frame"),
 ]
 SUMMARY_COLUMNS = [
     ("method", "method"), ("rows", "room x variant rows"), ("worst_5cm", "worst 5cm/5°"),
     ("worst_row", "worst row"), ("mean_5cm", "mean 5cm/5°"), ("mean_2cm", "mean 2cm/2°"),
     ("rows_ge_99", "rows >= 99 % at 5cm/5°"), ("rows_ge_90_2cm", "rows >= 90 % at 2cm/2°"),
-    ("median_cm", "median of row medians (cm)"), ("wrong", "wrong fixes"), ("size_mb", "model/map MB"),
+    ("median_cm", "median of row medians (cm)"), ("wrong", "wrong fixes"),
+    ("t_in_chi2_95", "t in χ²95"), ("r_in_chi2_95", "R in χ²95"), ("beyond_chi2_999", "NEES > χ²99.9"),
+    ("size_mb", "model/map MB"),
 ]
+# NEES bounds of the chi^2(3) 95 % and 99.9 % ellipsoids: an honest 3-DoF covariance leaves 5 % and 0.1 % of the
+# localized frames outside them.
+CHI2_3_95, CHI2_3_999 = float(chi2.ppf(0.95, 3)), float(chi2.ppf(0.999, 3))
 
 # Ablations of the fast student: name -> FastConfig field overrides.
 FAST_ABLATIONS: dict[str, dict[str, object]] = {
@@ -149,7 +156,25 @@ def _row(preset: str, variant: str, method: str, summary: dict) -> dict:
             "recall_10cm_10deg": round(summary["recall_10cm_10deg"], 3),
             "median_translation_cm": None if t is None else round(100 * t, 2),
             "median_rotation_deg": None if r is None else round(r, 2),
-            "wrong": wrong_fixes(summary), "ms_per_frame": round(summary["ms_per_frame"], 1)}
+            "wrong": wrong_fixes(summary), **_in_chi2_95([summary]),
+            "ms_per_frame": round(summary["ms_per_frame"], 1)}
+
+
+def _in_chi2_95(summaries: list[dict]) -> dict:
+    """NEES of the localized frames of evaluation summaries (their `nees_position` / `nees_rotation`): the
+    fractions whose position (t) and rotation (R) error lie inside the chi^2(3) 95 % ellipsoid of the reported
+    covariance (honest: 0.95 each; None when no frame has a covariance)."""
+    t, r = _nees(summaries)
+    if not t.size:
+        return {"t_in_chi2_95": None, "r_in_chi2_95": None}
+    return {"t_in_chi2_95": round(float(np.mean(t <= CHI2_3_95)), 3),
+            "r_in_chi2_95": round(float(np.mean(r <= CHI2_3_95)), 3)}
+
+
+def _nees(summaries: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """The position and rotation NEES of every localized frame of the summaries, pooled."""
+    return tuple(np.concatenate([np.asarray(s[key], float) for s in summaries] + [np.zeros(0)])
+                 for key in ("nees_position", "nees_rotation"))  # type: ignore[return-value]
 
 
 def wrong_fixes(summary: dict) -> int:
@@ -158,8 +183,11 @@ def wrong_fixes(summary: dict) -> int:
     return int(np.sum(np.isfinite(t) & ((t > 0.10) | (r > 10.0))))
 
 
-def summary_rows(rows: list[dict], sizes: dict[str, list[float]]) -> list[dict]:
-    """Per method: worst and mean recall over every room x variant row, and how many rows meet the targets."""
+def summary_rows(rows: list[dict], sizes: dict[str, list[float]],
+                 nees: dict[str, list[dict]] | None = None) -> list[dict]:
+    """Per method: worst and mean recall over every room x variant row, how many rows meet the targets, and (from
+    `nees`: per method, the evaluation summaries with their `nees_position` / `nees_rotation`) how honest the
+    reported covariances were over all rows."""
     out = []
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
@@ -174,8 +202,18 @@ def summary_rows(rows: list[dict], sizes: dict[str, list[float]]) -> list[dict]:
             "rows_ge_90_2cm": sum(r["recall_2cm_2deg"] >= 0.90 for r in mine),
             "median_cm": round(float(np.median(medians)), 2) if np.isfinite(np.median(medians)) else None,
             "wrong": sum(r.get("wrong", 0) for r in mine),
+            **_pooled_nees((nees or {}).get(method, [])),
             "size_mb": round(float(np.mean(sizes.get(method, [np.nan]))), 2)})
     return out
+
+
+def _pooled_nees(summaries: list[dict]) -> dict:
+    """A method's NEES over all its rows: coverage of the chi^2(3) 95 % ellipsoids (_in_chi2_95), and how many
+    localized frames lie outside the 99.9 % one in position or rotation (an honest covariance: 0.1 %; these are
+    the overconfident fixes a filter downstream would trust)."""
+    t, r = _nees(summaries)
+    beyond = int(np.sum((t > CHI2_3_999) | (r > CHI2_3_999))) if t.size else None
+    return {**_in_chi2_95(summaries), "beyond_chi2_999": beyond}
 
 
 def robust_methods(ctx: BenchContext) -> list[str]:
@@ -184,7 +222,7 @@ def robust_methods(ctx: BenchContext) -> list[str]:
 
 
 def _room_rows(ctx: BenchContext, preset: str, variants: list[str], sizes: dict[str, list[float]],
-               errors: list[tuple[str, Exception]]) -> list[dict]:
+               nees: dict[str, list[dict]], errors: list[tuple[str, Exception]]) -> list[dict]:
     rows = []
     for method in robust_methods(ctx):
         try:
@@ -202,6 +240,7 @@ def _room_rows(ctx: BenchContext, preset: str, variants: list[str], sizes: dict[
                 errors.append((f"{preset}/{variant}/{method}", err))
                 continue
             rows.append(_row(preset, variant, method, summary))
+            nees.setdefault(method, []).append(summary)
             if ctx.config.progress:
                 r = rows[-1]
                 print(f"robustness {preset:8s} {variant:14s} {method:14s} 5cm/5° {r['recall_5cm_5deg']:.2f} "
@@ -216,10 +255,11 @@ def run_robustness(ctx: BenchContext) -> list[Table]:
     variants = variant_names(cfg.robust_variants)
     rows: list[dict] = []
     sizes: dict[str, list[float]] = {}
+    nees: dict[str, list[dict]] = {}
     errors: list[tuple[str, Exception]] = []
     t0 = time.perf_counter()
     for preset in cfg.robust_rooms:
-        rows += _room_rows(ctx, preset, variants, sizes, errors)
+        rows += _room_rows(ctx, preset, variants, sizes, nees, errors)
     w, h = cfg.image_wh
     notes = [
         f"Rooms {', '.join(cfg.robust_rooms)} (seed {cfg.seed}, {cfg.mapping_frames} mapping + {cfg.query_frames} "
@@ -234,9 +274,13 @@ def run_robustness(ctx: BenchContext) -> list[Table]:
     ]
     table = Table("robustness", "Robustness: query variants, mapping unchanged", ROBUST_COLUMNS, rows, notes)
     summary = Table("robustness_summary", "Robustness summary per method (all rooms and variants)",
-                    SUMMARY_COLUMNS, summary_rows(rows, sizes),
+                    SUMMARY_COLUMNS, summary_rows(rows, sizes, nees),
                     ["Targets for the default student: every row >= 99 % at 5cm/5° and >= 90 % at 2cm/2°, "
-                     "row medians <= 1 cm, model <= 10 MB."])
+                     "row medians <= 1 cm, model <= 10 MB.",
+                     "t / R in χ²95: of the frames a method localized, the fractions whose position / rotation "
+                     "error lies inside the χ²(3) 95 % ellipsoid of the covariance it reported (honest: 0.95; "
+                     "higher is conservative). NEES > χ²99.9: localized frames outside the 99.9 % ellipsoid in "
+                     "position or rotation (honest: 1 in 1000), the overconfident fixes a filter would trust."])
     for what, err in errors:
         table.fail(what, err)
     table.seconds = summary.seconds = time.perf_counter() - t0

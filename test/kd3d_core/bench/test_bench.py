@@ -63,11 +63,16 @@ def test_robustness_rows_cover_every_variant_and_method(report_files: tuple[dict
         assert 0 <= row["recall_2cm_2deg"] <= row["recall_5cm_5deg"] <= row["recall_10cm_10deg"] <= 1
         # wrong fixes are localized frames outside 10 cm / 10 deg
         assert 0 <= row["wrong"] <= row["localized"] - round(row["recall_10cm_10deg"] * row["frames"])
+        # covariance honesty per row: fractions of the localized frames (none localized: no figure)
+        for key in ("t_in_chi2_95", "r_in_chi2_95"):
+            assert (row[key] is None) if row["localized"] == 0 else 0 <= row[key] <= 1, (key, row)
     summary = {r["method"]: r for r in sections["robustness_summary"]["rows"]}
     assert set(summary) == {"fast", "classical-orb"} and summary["fast"]["rows"] == 4
     assert summary["fast"]["wrong"] == sum(r["wrong"] for r in rows if r["method"] == "fast")
     fast_rows = [r for r in rows if r["method"] == "fast"]
     assert summary["fast"]["worst_5cm"] == min(r["recall_5cm_5deg"] for r in fast_rows)
+    if any(r["localized"] for r in fast_rows):
+        assert 0 <= summary["fast"]["beyond_chi2_999"] <= sum(r["localized"] for r in fast_rows)
 
 
 def test_wrong_fixes_count_localized_frames_beyond_10cm_or_10deg() -> None:
@@ -76,6 +81,20 @@ def test_wrong_fixes_count_localized_frames_beyond_10cm_or_10deg() -> None:
     inf = float("inf")
     summary = {"errors_m": [0.01, 0.2, 0.05, inf, 0.09], "errors_deg": [1.0, 1.0, 12.0, inf, 9.9]}
     assert wrong_fixes(summary) == 2
+
+
+def test_robustness_summary_pools_nees_over_rows() -> None:
+    from kd3d_core.bench.robustness import summary_rows
+
+    rows = [{"room": "a", "variant": v, "method": "m", "recall_5cm_5deg": 1.0, "recall_2cm_2deg": 1.0,
+             "median_translation_cm": 1.0, "wrong": 0} for v in ("clean", "noise")]
+    # 7.81 is the chi^2(3) 95 % bound, 16.27 the 99.9 % one
+    nees = {"m": [{"nees_position": [1.0, 7.0, 8.0], "nees_rotation": [1.0, 1.0, 1.0]},
+                  {"nees_position": [2.0], "nees_rotation": [20.0]}, {"nees_position": [], "nees_rotation": []}]}
+    (row,) = summary_rows(rows, {"m": [1.0]}, nees)
+    assert row["t_in_chi2_95"] == 0.75 and row["r_in_chi2_95"] == 0.75 and row["beyond_chi2_999"] == 1
+    (row,) = summary_rows(rows, {"m": [1.0]})
+    assert row["t_in_chi2_95"] is None and row["beyond_chi2_999"] is None
 
 
 def test_robustness_variants_are_validated() -> None:
