@@ -100,9 +100,10 @@ def reprojection_errors(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray,
 def refine_pose(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray, pose: CameraPose,
                 inliers: np.ndarray, config: RelocalizerConfig,
                 core_px: float | None = None) -> tuple[CameraPose, np.ndarray]:
-    """Refine on the inliers, then re-select inliers with the refined pose (config.refine_rounds times); then
-    refine on the core of the inliers (those within core_px, default refine_core_fraction of the threshold;
-    refine_core_rounds times; 0 = no core step).
+    """Refine on the inliers and re-select them with the refined pose, until the inliers stop changing (at most
+    config.refine_rounds extra rounds); then refine on the core of the inliers (those within core_px, default
+    refine_core_fraction of the threshold) until the core stops changing (at most refine_core_rounds rounds;
+    0 = no core step).
 
     Returns the refined pose and its final inlier indices (within reprojection_threshold_px of the final pose).
     With RefineMethod.NONE the pose is unchanged.
@@ -110,23 +111,29 @@ def refine_pose(points_N3: np.ndarray, uv_N2: np.ndarray, K: np.ndarray, pose: C
     if config.refine is RefineMethod.NONE:
         return pose, inliers
     refine = cv2.solvePnPRefineLM if config.refine is RefineMethod.LM else cv2.solvePnPRefineVVS
+    # A hypothesis far from the optimum (a lighter RANSAC's, on a frame with few inliers) moves a long way over
+    # several rounds as the inliers it gathers grow; stopping after a fixed few left such poses 10 cm off.
     for round_index in range(config.refine_rounds + 1):
         if len(inliers) < 4:
             break
         pose = _refined(refine, points_N3[inliers], uv_N2[inliers], K, pose)
         if round_index < config.refine_rounds:
-            errors = reprojection_errors(points_N3, uv_N2, K, pose)
-            inliers = np.flatnonzero(errors < config.reprojection_threshold_px)
+            chosen = np.flatnonzero(reprojection_errors(points_N3, uv_N2, K, pose) < config.reprojection_threshold_px)
+            if np.array_equal(chosen, inliers):
+                break
+            inliers = chosen
     if core_px is None:
         core_px = config.refine_core_fraction * config.reprojection_threshold_px
     if core_px <= 0 or config.refine_core_rounds == 0 or len(inliers) < MIN_CORE_POINTS:
         return pose, inliers
     # Least squares over every inlier is pulled by the matches that are near but wrong (a neighbouring cell's
     # point, several pixels off), which the threshold admits by design; the core excludes them.
+    core = None
     for _ in range(config.refine_core_rounds):
-        core = np.flatnonzero(reprojection_errors(points_N3, uv_N2, K, pose) < core_px)
-        if len(core) < MIN_CORE_POINTS:
+        chosen = np.flatnonzero(reprojection_errors(points_N3, uv_N2, K, pose) < core_px)
+        if len(chosen) < MIN_CORE_POINTS or (core is not None and np.array_equal(chosen, core)):
             break
+        core = chosen
         pose = _refined(refine, points_N3[core], uv_N2[core], K, pose)
     return pose, np.flatnonzero(reprojection_errors(points_N3, uv_N2, K, pose) < config.reprojection_threshold_px)
 

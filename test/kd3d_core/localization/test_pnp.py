@@ -112,3 +112,36 @@ def test_a_read_only_camera_matrix_is_accepted(rng, method):
     found = ransac_pnp(points.astype(np.float32), uv.astype(np.float32), K, RelocalizerConfig(ransac=method))
     assert found is not None and len(found[1]) == 200
     np.testing.assert_allclose(found[0].tvec.ravel(), 0.0, atol=1e-3)
+
+
+
+def test_refinement_rounds_stop_once_the_inliers_stay_the_same(rng, monkeypatch):
+    """Rounds are a maximum: from a pose already at the optimum, one solve on the inliers and one on their core
+    (their re-selection finds the same points), not refine_rounds + 1 + refine_core_rounds; with the inliers of a
+    pose 3 cm off, it goes on until they stop changing and ends where the exact start does."""
+    from kd3d_core.localization import pnp
+
+    case, points, uv, miss, start = _near_miss_case(rng)
+    calls = []
+    real = cv2.solvePnPRefineLM
+
+    def counting(*args, **kwargs):  # the real LM, counted
+        calls.append(len(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pnp.cv2, "solvePnPRefineLM", counting)
+    cfg = RelocalizerConfig()
+    assert cfg.refine_rounds >= 5 and cfg.refine_core_rounds >= 5
+    settled, inliers = refine_pose(points, uv, K_640, start, np.arange(len(points)), cfg)
+    calls.clear()
+    again, _ = refine_pose(points, uv, K_640, settled, inliers, cfg)
+    assert len(calls) <= 3, calls  # inliers: 1 solve; core: 1-2 (the first core differs from the inliers)
+    assert _position_error(case, again) < 1e-3
+    off = invert_pose(case.world_T_cam @ make_pose(np.eye(3), np.array([0.03, 0.0, 0.0])))
+    near = CameraPose(cv2.Rodrigues(off[:3, :3])[0], off[:3, 3].reshape(3, 1))
+    few = np.flatnonzero(reprojection_errors(points, uv, K_640, near) < 12.0)
+    calls.clear()
+    moved, final = refine_pose(points, uv, K_640, near, few, cfg)
+    assert len(calls) <= cfg.refine_rounds + 1 + cfg.refine_core_rounds
+    assert abs(_position_error(case, moved) - _position_error(case, again)) < 2e-3
+    np.testing.assert_array_equal(final, np.flatnonzero(reprojection_errors(points, uv, K_640, moved) < 12.0))
