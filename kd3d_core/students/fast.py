@@ -117,8 +117,8 @@ class FastConfig:
             92.6 %; at 2 cm / 2 deg the office lost 3 points (83.6 -> 80.5 %). 0.025 since 2026-12-01, once the
             relocalizer had its guided search and the confirmation of weak poses: the bench rooms (14 variants x 30
             frames, the default relocalizer), encoder seeds 0 and 1, frames within 5 cm / 5 deg of 1260 at 0.05 /
-            0.025 / 0.015 / 0.008: 1107 / 1118 / 1129 / 1122 and 1117 / 1134 / 1139 / 1158; within 2 cm / 2 deg 1046
-            / 1064 / 1073 / 1061 and 1072 / 1086 / 1080 / 1117; wrong poses 1 / 0 / 0 / 1 and none. The gain is the
+            0.025 / 0.015 / 0.008: 1107 / 1118 / 1129 / 1129 and 1117 / 1134 / 1139 / 1150; within 2 cm / 2 deg 1046
+            / 1064 / 1073 / 1062 and 1072 / 1086 / 1080 / 1109; wrong poses 1 / 0 / 0 / 1 and none. The gain is the
             low-texture room's dim and over-exposed rows (0.05 -> 0.025, seeds 0 and 1: gain x0.5 20 -> 33 and 27 ->
             33 %, gain x1.6 13 -> 23 and 20 -> 37 %, dimmed lights 13 -> 23 and 7 -> 43 %), where its faint texture
             fell under the floor; the textured rooms moved by a frame a row either way. 0.015 gained a little more
