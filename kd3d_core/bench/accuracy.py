@@ -34,8 +34,8 @@ def evaluate_localizer(localizer: object, frames: Sequence[Frame], progress: boo
 
     Returns the kd3d_core.evaluation summary keys (fractions 0-1, metres, degrees), plus the per-frame errors
     (`errors_m`, `errors_deg`, inf when not localized) for pooling over rooms, the NEES of the localized frames'
-    position and rotation under their reported covariance (`nees_position`, `nees_rotation`; frames without a
-    covariance or true pose are left out), and the median total time.
+    reported covariances (`covariance`, a CovarianceCalibration; frames without a covariance or true pose are left
+    out), and the median total time.
     """
     from kd3d_core.evaluation import evaluate_trajectories
     from kd3d_core.evaluation.poses import Trajectory
@@ -49,8 +49,7 @@ def evaluate_localizer(localizer: object, frames: Sequence[Frame], progress: boo
     out["errors_m"] = result.translation_m.tolist()
     out["errors_deg"] = result.rotation_deg.tolist()
     # NEES of the covariances as reported (the inflation argument only labels the result)
-    nees = covariance_calibration(run.estimates, [f.world_T_cam for f in frames], inflation=1.0)
-    out["nees_position"], out["nees_rotation"] = nees.nees_position.tolist(), nees.nees_rotation.tolist()
+    out["covariance"] = covariance_calibration(run.estimates, [f.world_T_cam for f in frames], inflation=1.0)
     out["ms_per_frame"] = run.median_timings_ms().get("total", float("nan"))
     return out
 

@@ -368,9 +368,8 @@ class Relocalizer:
             setup = self._guided_setup(prediction, K, dist_coeffs, size_wh)
             if setup is None:
                 return estimate
-            points_Nk3, sims_Nk, uv, K, guided_cfg, cells, core_px = setup
-            found = self._guided_from(estimate.world_T_cam, points_Nk3, sims_Nk, uv, K, guided_cfg, cells, core_px,
-                                      size_wh, estimate.stamp_ns, estimate.timings.predict_ms)
+            found = self._guided_from(estimate.world_T_cam, setup, size_wh, estimate.stamp_ns,
+                                      estimate.timings.predict_ms)
         except Exception:  # noqa: BLE001 - a check that cannot run leaves the pose as it was judged
             return estimate
         t = estimate.timings
@@ -403,17 +402,15 @@ class Relocalizer:
         if setup is None:
             return lost
         cfg = self.config
-        points_Nk3, sims_Nk, uv, K, guided_cfg, cells, core_px = setup
         starts = [hypothesis] if hypothesis is not None else []
         if cfg.guided_distinct_fraction > 0:
             starts.append(None)  # computed only if needed: the distinctive cells' hypothesis
         for start in starts:
             if start is None:
-                start = _distinctive_hypothesis(points_Nk3, sims_Nk, uv, K, cfg)
+                start = _distinctive_hypothesis(setup.points_Nk3, setup.sims_Nk, setup.uv_N2, setup.K, cfg)
                 if start is None:
                     break
-            estimate = self._guided_from(start, points_Nk3, sims_Nk, uv, K, guided_cfg, cells, core_px, size_wh,
-                                         stamp_ns, lost.timings.predict_ms)
+            estimate = self._guided_from(start, setup, size_wh, stamp_ns, lost.timings.predict_ms)
             if estimate is not None:
                 spent = lost.timings.select_ms + lost.timings.pnp_ms + lost.timings.refine_ms + _ms(t0)
                 t = estimate.timings
@@ -421,15 +418,15 @@ class Relocalizer:
                     t, select_ms=spent - t.pnp_ms - t.refine_ms))
         return _with_extra_time(lost, t0)
 
-    def _guided_from(self, world_T_cam: np.ndarray, points_Nk3: np.ndarray, sims_Nk: np.ndarray, uv: np.ndarray,
-                     K: np.ndarray, guided_cfg: RelocalizerConfig, cells: int, core_px: float,
-                     size_wh: tuple[int, int], stamp_ns: int | None, predict_ms: float) -> PoseEstimate | None:
+    def _guided_from(self, world_T_cam: np.ndarray, setup: _GuidedSetup, size_wh: tuple[int, int],
+                     stamp_ns: int | None, predict_ms: float) -> PoseEstimate | None:
         """Guided rounds from one hypothesis and the judged last solve: the estimate when it passes, else None."""
         # The rounds refine without the core (core_px 0): guided correspondences are picked for agreeing with the
         # hypothesis, so a core around it would confirm it. The judged last solve has the core, with its floor of
         # half a cell: a core of 1.5 px around guided matches on 8-pixel cells moved a guided pose of a rolled view
         # from 7.5 to 11.5 cm off (test_guided's small room); with the floor none moved past 10 cm there.
         cfg = self.config
+        points_Nk3, sims_Nk, uv, K = setup.points_Nk3, setup.sims_Nk, setup.uv_N2, setup.K
         gate_px = 2.0 * cfg.reprojection_threshold_px
         for _ in range(cfg.guided_rounds - 1):  # the last round is the judged one (_solve below)
             corr = guided_correspondences(points_Nk3, sims_Nk, uv, K, world_T_cam, gate_px)
@@ -446,8 +443,8 @@ class Relocalizer:
         corr = guided_correspondences(points_Nk3, sims_Nk, uv, K, world_T_cam, gate_px)
         if len(corr.points_N3) < max(cfg.min_inliers, 4):
             return None
-        estimate, _ = self._solve(corr, K, StageTimings(predict_ms), stamp_ns, size_wh, guided_cfg, ratio_of=cells,
-                                  core_px=core_px)
+        estimate, _ = self._solve(corr, K, StageTimings(predict_ms), stamp_ns, size_wh, setup.config,
+                                  ratio_of=setup.cells, core_px=setup.core_px)
         if not estimate.success or estimate.reprojection_rmse_px > cfg.guided_max_rmse * cfg.reprojection_threshold_px:
             return None
         return estimate

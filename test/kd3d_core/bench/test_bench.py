@@ -84,13 +84,18 @@ def test_wrong_fixes_count_localized_frames_beyond_10cm_or_10deg() -> None:
 
 
 def test_robustness_summary_pools_nees_over_rows() -> None:
+    import numpy as np
+
     from kd3d_core.bench.robustness import summary_rows
+    from kd3d_core.localization.calibration import CovarianceCalibration
 
     rows = [{"room": "a", "variant": v, "method": "m", "recall_5cm_5deg": 1.0, "recall_2cm_2deg": 1.0,
              "median_translation_cm": 1.0, "wrong": 0} for v in ("clean", "noise")]
     # 7.81 is the chi^2(3) 95 % bound, 16.27 the 99.9 % one
-    nees = {"m": [{"nees_position": [1.0, 7.0, 8.0], "nees_rotation": [1.0, 1.0, 1.0]},
-                  {"nees_position": [2.0], "nees_rotation": [20.0]}, {"nees_position": [], "nees_rotation": []}]}
+    def evaluated(position: list[float], rotation: list[float]) -> dict:  # what evaluate_localizer returns
+        return {"covariance": CovarianceCalibration(len(position), 1.0, np.array(position), np.array(rotation))}
+
+    nees = {"m": [evaluated([1.0, 7.0, 8.0], [1.0, 1.0, 1.0]), evaluated([2.0], [20.0]), evaluated([], [])]}
     (row,) = summary_rows(rows, {"m": [1.0]}, nees)
     assert row["t_in_chi2_95"] == 0.75 and row["r_in_chi2_95"] == 0.75 and row["beyond_chi2_999"] == 1
     (row,) = summary_rows(rows, {"m": [1.0]})
