@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from kd3d_core.errors import ConfigError
 
@@ -73,3 +75,18 @@ def apply_threads(requested: int | None) -> int:
     else:
         threadpool_limits(limits=count, user_api="blas")
     return count
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with torch's intra-op thread count set to `count`, restoring the caller's afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before != count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

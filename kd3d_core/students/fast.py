@@ -703,9 +703,12 @@ def product_quantise(keys_Nd: torch.Tensor, m: int, generator: torch.Generator |
     return books, codes
 
 
-def _nearest(x_Nk: torch.Tensor, c_Kk: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest centroid (Euclidean) per row, as one matrix product (cdist is far slower here)."""
-    return torch.addmm((c_Kk * c_Kk).sum(1)[None, :], x_Nk, c_Kk.T, alpha=-2.0).argmin(dim=1)
+def _nearest(x_Nk: torch.Tensor, c_Kk: torch.Tensor, rows: int = 16_384) -> torch.Tensor:
+    """Index of the nearest centroid (Euclidean) per row, as matrix products (cdist is far slower here), `rows` at a
+    time: a (rows, K) block of distances stays in cache (65k rows at once: 1.6x slower, measured with K = 256)."""
+    norms, c_kK = (c_Kk * c_Kk).sum(1)[None, :], c_Kk.T.contiguous()
+    return torch.cat([torch.addmm(norms, x_Nk[a:a + rows], c_kK, alpha=-2.0).argmin(dim=1)
+                      for a in range(0, x_Nk.shape[0], rows)])
 
 
 class FastStudent(nn.Module):

@@ -34,6 +34,7 @@ from kd3d_core.scene import Scene, Split, open_scene
 from kd3d_core.students.fast import FastConfig, FastEncoder, FastStudent, HeadKind, KnnHead
 from kd3d_core.students.model_file import ModelMeta, save_scene_model
 from kd3d_core.students.registry import config_to_dict
+from kd3d_core.threads import torch_threads
 from kd3d_core.training.fast_buffer import AugmentConfig, FeatureBuffer, MappingView, fill_buffer
 
 
@@ -258,7 +259,21 @@ def build_knn_head(config: FastConfig, buf: FeatureBuffer, generator: torch.Gene
     """The feature memory of a mapped scene: PCA of the standardised buffer features, unit keys, label points.
 
     Standardisation and projection fold into one affine map (proj, shift), so the head reads raw features.
+    Built on one torch thread whatever the caller's count: with two, parallel reductions (the PCA's statistics,
+    the k-means sums) add in another order, and those last-bit differences changed every centroid, code and list
+    of the memory, so `kd3d train --threads 2` and the bench's one-thread build of the same room gave different
+    models (on the bench rooms, such builds differed by up to 1.5 points of recall within 2 cm / 2 deg). Now a
+    two-thread `kd3d train` of the office bench room writes a memory bit-identical to the bench's one-thread
+    build, in the same time (15.4-16.4 s against 15.2-17.1 s, side by side; the product quantisation's
+    distance blocks were made cache-sized for it, _nearest). The buffer fill before it did not depend on the
+    thread count there (its features are stored in bfloat16).
     """
+    with torch_threads(1):
+        return _build_knn_head(config, buf, generator, chunk, progress)
+
+
+def _build_knn_head(config: FastConfig, buf: FeatureBuffer, generator: torch.Generator, chunk: int,
+                    progress: bool) -> KnnHead:
     n = len(buf)
     config = dataclasses.replace(config, knn_size=n)
     head = KnnHead(config)

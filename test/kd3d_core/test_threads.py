@@ -89,3 +89,19 @@ def test_apply_threads_without_threadpoolctl_warns_and_still_sets_torch(monkeypa
     finally:
         torch.set_num_threads(before)
     assert "threadpoolctl is not installed" in caplog.text
+
+
+def test_torch_threads_sets_the_count_for_the_block_and_restores_it_even_on_error():
+    import torch
+
+    from kd3d_core.threads import torch_threads
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    with torch_threads(other):
+        assert torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with torch_threads(other):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

@@ -261,3 +261,29 @@ def test_cell_labels_follow_the_label_intrinsics_of_a_centre_crop():
     assert np.array_equal(valid, inside)  # cells left and right of the crop have no label
     expect_u = np.rint((uv[:, 0] - 8 + 0.5) * 0.5 - 0.5)
     assert np.allclose(pts[valid, 0], expect_u[valid]) and np.allclose(pts[valid, 1], np.rint((uv[valid, 1] + 0.5) * 0.5 - 0.5))
+
+
+def test_knn_memory_build_does_not_depend_on_the_thread_count():
+    """The same buffer gives the same memory whatever torch's thread count (kd3d train --threads, the bench's):
+    parallel reductions sum in another order with more threads, which used to move every centroid and code."""
+    from kd3d_core.training.fast import build_knn_head
+    from kd3d_core.training.fast_buffer import FeatureBuffer
+
+    g = torch.Generator().manual_seed(3)
+    n = 120_000
+    buf = FeatureBuffer(features_NC=torch.randn(n, 32, generator=g).to(torch.bfloat16),
+                        points_N3=torch.rand(n, 3, generator=g) * 4, view_N=torch.zeros(n, dtype=torch.long),
+                        px_N2=torch.zeros(n, 2), cam_T_world_V34=torch.zeros(1, 3, 4), K_V33=torch.eye(3)[None],
+                        mean_3=torch.zeros(3, dtype=torch.float64), passes=1)
+    cfg = FastConfig(feature_dim=32, knn_dim=16, knn_lists=64, knn_probe=4, knn_pq=4)
+    before = torch.get_num_threads()
+    states = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            states.append(build_knn_head(cfg, buf, torch.Generator().manual_seed(0)).state_dict())
+            assert torch.get_num_threads() == threads  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    assert states[0].keys() == states[1].keys()
+    assert [k for k in states[0] if not torch.equal(states[0][k], states[1][k])] == []
