@@ -252,7 +252,7 @@ class Relocalizer:
         """Solve the pose from an existing prediction (the select, pnp and refine stages).
 
         `size_wh` is the input image's size (for the inliers' coverage of the image); None takes the extent of
-        the prediction's pixel grid. No guided chance and no confirmation of weak poses (confirm_below_ratio):
+        the prediction's pixel grid. No guided chance and no confirmation of weak poses (confirm_below_ratio, confirm_above_rmse):
         both read the memory's record of the last `predict`, which need not be this prediction's.
         """
         return self._localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)[0]
@@ -263,8 +263,8 @@ class Relocalizer:
                              confirm: bool = False) -> tuple[PoseEstimate, np.ndarray | None]:
         """localize_prediction, plus the pose hypothesis of a failure that PnP got a pose for (else None).
 
-        confirm: the prediction is the memory's last query, so a pose under config.confirm_below_ratio inliers
-        is checked by the guided search from it (_confirm)."""
+        confirm: the prediction is the memory's last query, so a weak pose (under config.confirm_below_ratio
+        inliers, or above config.confirm_above_rmse) is checked by the guided search from it (_confirm)."""
         frame, cfg = self.world_frame, self.config
         t0 = time.perf_counter()
         problem = validate_prediction(prediction)
@@ -286,10 +286,21 @@ class Relocalizer:
             size_wh = _grid_extent(prediction)
         estimate, hypothesis = self._solve(corr, K, StageTimings(predict_ms, select_ms), stamp_ns, size_wh,
                                            core_px=self._core_px(self.config, prediction, size_wh))
-        if confirm and estimate.success and estimate.inlier_stats is not None and \
-                estimate.inlier_stats.ratio < cfg.confirm_below_ratio:
-            estimate = self._confirm(prediction, K, dist_coeffs, estimate, size_wh)
+        weak = self._weak_because(estimate) if confirm and estimate.success else None
+        if weak is not None:
+            estimate = self._confirm(prediction, K, dist_coeffs, estimate, size_wh, weak)
         return estimate, hypothesis
+
+    def _weak_because(self, estimate: PoseEstimate) -> str | None:
+        """Why a pose must be confirmed by the guided search (config.confirm_below_ratio, confirm_above_rmse), or
+        None when it stands as it is."""
+        cfg, stats = self.config, estimate.inlier_stats
+        if stats is not None and stats.ratio < cfg.confirm_below_ratio:
+            return f"inlier ratio {stats.ratio:.3f} is below {cfg.confirm_below_ratio}"
+        bar = cfg.confirm_above_rmse * cfg.reprojection_threshold_px
+        if estimate.reprojection_rmse_px is not None and estimate.reprojection_rmse_px > bar:
+            return f"inliers' RMS reprojection error {estimate.reprojection_rmse_px:.2f} px is above {bar:.2f} px"
+        return None
 
     @staticmethod
     def _core_px(cfg: RelocalizerConfig, prediction: ScenePrediction, size_wh: tuple[int, int]) -> float:
@@ -358,9 +369,9 @@ class Relocalizer:
         return _GuidedSetup(got[0], got[1], uv, K, guided_cfg, cells, self._core_px(cfg, prediction, size_wh))
 
     def _confirm(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
-                 estimate: PoseEstimate, size_wh: tuple[int, int]) -> PoseEstimate:
-        """A pose whose inlier ratio is below config.confirm_below_ratio stands only if the guided search from it
-        (the guided bars) localizes within config.confirm_agree_m of it; else an UNCONFIRMED_POSE failure.
+                 estimate: PoseEstimate, size_wh: tuple[int, int], weak: str) -> PoseEstimate:
+        """A weak pose (`weak` says why: _weak_because) stands only if the guided search from it (the guided bars)
+        localizes within config.confirm_agree_m of it; else an UNCONFIRMED_POSE failure.
         Without a memory to search (a regression head, guided_candidates 0, a tiny image) the pose stands. The
         search's time counts in the refine stage."""
         t0 = time.perf_counter()
@@ -377,12 +388,9 @@ class Relocalizer:
         moved = None if found is None else float(np.linalg.norm(found.world_T_cam[:3, 3] - estimate.world_T_cam[:3, 3]))
         if moved is not None and moved < self.config.confirm_agree_m:
             return dataclasses.replace(estimate, timings=timings)
-        ratio = estimate.inlier_stats.ratio if estimate.inlier_stats is not None else float("nan")
         why = "found no pose" if moved is None else f"moved it {moved:.3f} m"
         return PoseEstimate.failed(
-            FailureReason.UNCONFIRMED_POSE,
-            f"inlier ratio {ratio:.3f} is below {self.config.confirm_below_ratio} and the guided search from the pose "
-            f"{why}", timings, correspondences=estimate.correspondences, inliers=estimate.inliers,
+            FailureReason.UNCONFIRMED_POSE, f"{weak} and the guided search from the pose {why}", timings, correspondences=estimate.correspondences, inliers=estimate.inliers,
             stamp_ns=estimate.stamp_ns, world_frame=estimate.world_frame, inlier_stats=estimate.inlier_stats)
 
     def _guided_retry(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
