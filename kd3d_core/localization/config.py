@@ -246,10 +246,12 @@ class RelocalizerConfig:
             "inliers" spread over the whole threshold band, a right one tight ones. Found on encoder-seed-4 models
             of the bench rooms (kd3d_core/assets/README.md): a living-room frame at gamma 0.6 was reported 61.5 cm /
             16 deg off with 216 inliers (ratio 0.18, past the ratio check), an RMS of 4.61 px against a 4.5 px
-            bar, and a reported 1 sigma under 1 cm. Right poses above the bar were 5 of 1015 first-pass fixes
-            (v17's models) and 10 of 1061 (seed 4). With the check, every one of those 14 right poses was confirmed
-            and kept unchanged, and the wrong one was refused, after which the guided chance's distinctive start
-            localized the frame 2.5 cm off; about 1 % of frames pay the guided search (~20-60 ms).
+            bar, and a reported 1 sigma under 1 cm. Right plain poses above the bar were 4 of 1015 (v17's models) and
+            9 of 1061 (seed 4). With the check, every one of those 13 right poses was confirmed and kept unchanged,
+            and the wrong one was refused, after which the guided chance's distinctive start localized the frame
+            2.5 cm off; about 1 % of frames pay the guided search (~20-60 ms). The robustness bench with it
+            (bench/results-2026-12-01-cpu2-robustness-v18.md against -v17.md, bit-identical models): the same
+            frame counts in every row; one frame of the living room's rolled row ended 0.93 instead of 0.40 cm off.
         confirm_agree_m: how far the confirming guided search may move the pose (map units; metres in metric
             maps).
 
