@@ -354,8 +354,8 @@ class RelocalizerConfig:
              "confirm_agree_m must be a finite distance > 0"),
         ]
         fractions = ("min_inlier_coverage", "guided_min_inlier_coverage", "guided_distinct_fraction",
-                     "confirm_below_ratio", "confirm_above_rmse", "min_inlier_confidence", "max_dark_fraction", "max_bright_fraction",
-                     "min_textured_fraction")
+                     "confirm_below_ratio", "confirm_above_rmse", "min_inlier_confidence", "max_dark_fraction",
+                     "max_bright_fraction", "min_textured_fraction")
         checks += [(0 <= getattr(self, name) <= 1, f"{name} must be in [0, 1]") for name in fractions]
         checks += [(0 <= getattr(self, name) <= 255, f"{name} must be in [0, 255] grey levels")
                    for name in ("min_mean_intensity", "min_intensity_std")]

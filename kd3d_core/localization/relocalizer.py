@@ -252,8 +252,9 @@ class Relocalizer:
         """Solve the pose from an existing prediction (the select, pnp and refine stages).
 
         `size_wh` is the input image's size (for the inliers' coverage of the image); None takes the extent of
-        the prediction's pixel grid. No guided chance and no confirmation of weak poses (confirm_below_ratio, confirm_above_rmse):
-        both read the memory's record of the last `predict`, which need not be this prediction's.
+        the prediction's pixel grid. No guided chance and no confirmation of weak poses (confirm_below_ratio,
+        confirm_above_rmse): both read the memory's record of the last `predict`, which need not be this
+        prediction's.
         """
         return self._localize_prediction(prediction, K, dist_coeffs, stamp_ns, predict_ms, size_wh)[0]
 
@@ -390,8 +391,9 @@ class Relocalizer:
             return dataclasses.replace(estimate, timings=timings)
         why = "found no pose" if moved is None else f"moved it {moved:.3f} m"
         return PoseEstimate.failed(
-            FailureReason.UNCONFIRMED_POSE, f"{weak} and the guided search from the pose {why}", timings, correspondences=estimate.correspondences, inliers=estimate.inliers,
-            stamp_ns=estimate.stamp_ns, world_frame=estimate.world_frame, inlier_stats=estimate.inlier_stats)
+            FailureReason.UNCONFIRMED_POSE, f"{weak} and the guided search from the pose {why}", timings,
+            correspondences=estimate.correspondences, inliers=estimate.inliers, stamp_ns=estimate.stamp_ns,
+            world_frame=estimate.world_frame, inlier_stats=estimate.inlier_stats)
 
     def _guided_retry(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
                       stamp_ns: int | None, lost: PoseEstimate, hypothesis: np.ndarray | None,
