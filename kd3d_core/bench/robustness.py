@@ -241,6 +241,8 @@ def _room_rows(ctx: BenchContext, preset: str, variants: list[str], sizes: dict[
 
 def run_robustness(ctx: BenchContext) -> list[Table]:
     """Per room x query variant x method recall table, and a per-method summary over all rows."""
+    from kd3d_core.students.fast import FastConfig
+
     cfg = ctx.config
     variants = variant_names(cfg.robust_variants)
     rows: list[dict] = []
@@ -260,7 +262,7 @@ def run_robustness(ctx: BenchContext) -> list[Table]:
         "70 % alternately (spatially varying); the largest free-standing item moved 40 cm and turned 20 deg; "
         "camera rolled +-20 deg; camera 40 cm lower. 'lowtex' is a near-uniform painted room with a few posters.",
         "fast-no-lcn is the fast student without its local contrast normalisation; fast-eps-0.05 has the LCN "
-        "variance floor of the previous default (0.05 instead of 0.015).",
+        f"variance floor of the previous default (0.05 instead of {FastConfig().lcn_eps}).",
     ]
     table = Table("robustness", "Robustness: query variants, mapping unchanged", ROBUST_COLUMNS, rows, notes)
     summary = Table("robustness_summary", "Robustness summary per method (all rooms and variants)",

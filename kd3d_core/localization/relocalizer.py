@@ -299,7 +299,7 @@ class Relocalizer:
         if stats is not None and stats.ratio < cfg.confirm_below_ratio:
             return f"inlier ratio {stats.ratio:.3f} is below {cfg.confirm_below_ratio}"
         bar = cfg.confirm_above_rmse * cfg.reprojection_threshold_px
-        if estimate.reprojection_rmse_px is not None and estimate.reprojection_rmse_px > bar:
+        if estimate.reprojection_rmse_px > bar:
             return f"inliers' RMS reprojection error {estimate.reprojection_rmse_px:.2f} px is above {bar:.2f} px"
         return None
 

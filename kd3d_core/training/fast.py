@@ -359,14 +359,9 @@ def train_fast(scene: Path | str | Scene, labels_dir: Path | str, out: Path | st
         config: training configuration.
         progress: show progress bars on stderr.
     """
-    old_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(torch.get_num_threads() if config.threads is None else config.threads):
         result = _map_scene(scene if isinstance(scene, Scene) else open_scene(scene), LabelStore(labels_dir),
                             config, progress)
-    finally:
-        torch.set_num_threads(old_threads)
     if out is not None:
         result = dataclasses.replace(result, meta=save_scene_model(out, result.student, result.meta))
     return result
