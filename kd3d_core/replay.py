@@ -115,7 +115,8 @@ class ReplayResult:
     report_dir: Path | None = None
     counts: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
-    recovered: dict[str, int] = field(default_factory=dict)  # localized frames by second chance: guided, roll_retry
+    # localized frames by second chance: guided, roll_retry, zoom_retry
+    recovered: dict[str, int] = field(default_factory=dict)
     turned_upright: int = 0  # localized frames whose pose came from the look at the image turned upright
 
 
@@ -208,7 +209,7 @@ class _Replayer:
         self.estimates: list[tuple[int, np.ndarray]] = []
         self.reference: list[tuple[int, np.ndarray]] = []
         self.failures: Counter[str] = Counter()
-        self.recovered: Counter[str] = Counter({"guided": 0, "roll_retry": 0})
+        self.recovered: Counter[str] = Counter({"guided": 0, "roll_retry": 0, "zoom_retry": 0})
         self.turned_upright = 0
         self.timings: list[tuple[float, float, float, float]] = []
         self.frames_seen = 0

@@ -119,6 +119,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "A frame lost upright is retried on the image turned back by +/- this angle about the optical axis "
               "(cameras that roll); costs one network pass per try on lost frames only (0 = off).",
               min_value=0.0, max_value=90.0),
+    ParamSpec("zoom_retry", 0.7,
+              "A frame still lost after the roll retries is retried on the image zoomed out by this factor about "
+              "the principal point (close-ups, faint texture); one more network pass on lost frames only (0 = off).",
+              min_value=0.0, max_value=4.0),
     ParamSpec("roll_upright_deg", 8.0,
               "A frame localized with the camera rolled by at least this angle from the mapping cameras' up is "
               "localized once more on the image turned upright, keeping the pose with more inliers (more precise "
@@ -171,6 +175,7 @@ class NodeConfig:
     relocalize_timeout: float
     covariance_inflation: float
     roll_retry_deg: float
+    zoom_retry: float
     roll_upright_deg: float
     guided_candidates: int
     threads: int

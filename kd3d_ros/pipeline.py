@@ -77,8 +77,9 @@ class FrameResult:
         problems: the failure that stopped localization (first) and secondary ones (e.g. no odom TF).
         stages_ms: wall time per stage in milliseconds (decode, predict, select, pnp, refine, publish_build).
         inliers: PnP inliers (0 on early failures).
-        recovered_by: for a localized frame that the upright pass lost: "guided" (the guided second chance) or
-            "roll_retry" (the image turned back about the optical axis); "" otherwise.
+        recovered_by: for a localized frame that the upright pass lost: "guided" (the guided second chance),
+            "roll_retry" (the image turned back about the optical axis) or "zoom_retry" (the image zoomed out); ""
+            otherwise.
         turned_upright: the pose came from a second look at the image turned upright (a rolled camera;
             RelocalizerConfig.roll_upright_deg), which cost a second network pass.
     """

@@ -101,10 +101,10 @@ def declare_config(node: Node) -> NodeConfig:
 
 
 def relocalizer_config(config: NodeConfig) -> RelocalizerConfig:
-    """The engine's config from the node's: min_inliers, roll_retry_deg, roll_upright_deg, guided_candidates,
-    and covariance_inflation unless 0 (kd3d's default)."""
+    """The engine's config from the node's: min_inliers, roll_retry_deg, zoom_retry, roll_upright_deg,
+    guided_candidates, and covariance_inflation unless 0 (kd3d's default)."""
     changes: dict[str, Any] = {"min_inliers": config.min_inliers, "roll_retry_deg": config.roll_retry_deg,
-                               "roll_upright_deg": config.roll_upright_deg,
+                               "zoom_retry": config.zoom_retry, "roll_upright_deg": config.roll_upright_deg,
                                "guided_candidates": config.guided_candidates}
     if config.covariance_inflation > 0:
         changes["covariance_inflation"] = config.covariance_inflation

@@ -30,6 +30,9 @@ def add_relocalizer_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--roll-retry", type=float, default=abs(d.roll_retry_deg[0]) if d.roll_retry_deg else 0.0,
                    metavar="DEG", help="retry a lost frame on the image turned back by +DEG and -DEG about the "
                                        "optical axis (rolled cameras; default %(default)s, 0 = off)")
+    g.add_argument("--zoom-retry", type=float, default=d.zoom_retry[0] if d.zoom_retry else 0.0, metavar="Z",
+                   help="a frame still lost after the roll retries is retried on the image zoomed out by Z about the "
+                        "principal point (default %(default)s, 0 = off)")
     g.add_argument("--roll-upright", type=float, default=d.roll_upright_deg, metavar="DEG",
                    help="a frame localized with the camera rolled by DEG or more from the mapping cameras' up is "
                         "localized once more on the image turned upright; the pose with more inliers is kept "
@@ -48,7 +51,7 @@ def relocalizer_config_from_args(args: argparse.Namespace):  # -> RelocalizerCon
         min_confidence=args.min_confidence, max_correspondences=args.max_correspondences, ransac=args.ransac,
         solver=args.solver, reprojection_threshold_px=args.threshold, ransac_iterations=args.iterations,
         refine=args.refine, min_inliers=args.min_inliers, roll_retry_deg=args.roll_retry,
-        roll_upright_deg=args.roll_upright, guided_candidates=args.guided)
+        zoom_retry=args.zoom_retry, roll_upright_deg=args.roll_upright, guided_candidates=args.guided)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

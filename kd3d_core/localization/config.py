@@ -165,6 +165,12 @@ class RelocalizerConfig:
             views: on the office room's query walk rolled +-20 deg (60 frames at 640x480) it localized 47 % within
             5 cm / 5 deg upright and 98 % with the retry, no wrong pose; in the robustness bench (320x240) the
             rolled rows went 60 -> 93 % (office) and 50 -> 93 % (living).
+        zoom_retry: a frame still lost after the roll retries is tried again on the image zoomed out by each of
+            these factors about the principal point (the view of the same camera with focal lengths times the
+            factor; roll.zoomed_view), in order, until one localizes. One more network pass, on lost frames only;
+            () or 0 turns it off; one number z means (z,). Each cell of the zoomed-out view covers more of the
+            scene: a close-up's texture is back at the scale the memory holds, a faint texture is averaged over
+            more pixels. ZOOM_FIGURES
         roll_upright_deg: a frame that localizes with the camera rolled by at least this many degrees from the
             mapping cameras' up (ModelMeta.mapping_up; models without it skip this) is looked at once more, turned
             upright by exactly its roll, and the pose with more inliers is kept: a rolled view matches the memory
@@ -301,6 +307,7 @@ class RelocalizerConfig:
     min_textured_fraction: float = 0.0
     texture_gradient: float = 8.0
     roll_retry_deg: tuple[float, ...] | float = (20.0, -20.0)
+    zoom_retry: tuple[float, ...] | float = (0.7,)
     roll_upright_deg: float = 8.0
     guided_candidates: int = 8
     guided_min_inlier_ratio: float = 0.12
@@ -323,6 +330,14 @@ class RelocalizerConfig:
         except (TypeError, ValueError) as err:
             raise ConfigError(f"relocalizer config: roll_retry_deg must be a list of angles in degrees, got "
                               f"{self.roll_retry_deg!r}") from err
+        try:
+            zooms = self.zoom_retry
+            if isinstance(zooms, (int, float)) and not isinstance(zooms, bool):
+                zooms = (float(zooms),) if zooms else ()  # one number z: (z,); 0: off
+            object.__setattr__(self, "zoom_retry", tuple(float(z) for z in zooms))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"relocalizer config: zoom_retry must be a list of zoom factors, got "
+                              f"{self.zoom_retry!r}") from err
         checks = [
             (self.max_correspondences >= 0, "max_correspondences must be >= 0"),
             (self.reprojection_threshold_px > 0, "reprojection_threshold_px must be > 0"),
@@ -346,6 +361,8 @@ class RelocalizerConfig:
             (self.texture_gradient > 0, "texture_gradient must be > 0"),
             (all(math.isfinite(a) and 0 < abs(a) < 180 for a in self.roll_retry_deg),
              "roll_retry_deg must be finite angles with 0 < |angle| < 180"),
+            (all(math.isfinite(z) and 0.25 <= z <= 4 and z != 1 for z in self.zoom_retry),
+             "zoom_retry must be zoom factors in [0.25, 4], other than 1"),
             (0 <= self.roll_upright_deg < 180, "roll_upright_deg must be in [0, 180) (0 = off)"),
             (0 <= self.guided_candidates <= 64, "guided_candidates must be in [0, 64] (0 = off)"),
             (0 <= self.guided_min_inlier_ratio <= 1, "guided_min_inlier_ratio must be in [0, 1]"),

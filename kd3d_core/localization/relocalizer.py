@@ -27,7 +27,13 @@ from kd3d_core.localization.correspondences import (
 from kd3d_core.localization.guided import CONVERGED_M, distinctive_cells, guided_correspondences, guided_ratio_bar
 from kd3d_core.localization.pnp import CameraPose, pose_covariance, ransac_pnp, refine_pose, reprojection_errors
 from kd3d_core.localization.result import FailureReason, ImageStats, PoseEstimate, StageTimings
-from kd3d_core.localization.roll import camera_roll_deg, rolled_view, unroll_prediction
+from kd3d_core.localization.roll import (
+    camera_roll_deg,
+    roll_homography,
+    unroll_prediction,
+    warped_view,
+    zoom_homography,
+)
 from kd3d_core.prediction import ScenePrediction, ScenePredictor
 
 
@@ -57,8 +63,9 @@ def check_intrinsics(K: object, dist_coeffs: object) -> str | None:
     return None
 
 
-# Failures a rolled camera causes (too few or inconsistent matches), as opposed to refusals of the image itself.
-_RETRY_ROLLED = frozenset({
+# Failures a rolled camera (or a view unlike the mapping views) causes (too few or inconsistent matches), as opposed
+# to refusals of the image itself.
+_RETRY_LOST = frozenset({
     FailureReason.TOO_FEW_CORRESPONDENCES, FailureReason.PNP_FAILED, FailureReason.TOO_FEW_INLIERS,
     FailureReason.LOW_INLIER_RATIO, FailureReason.POOR_INLIER_COVERAGE, FailureReason.LOW_CONFIDENCE,
     FailureReason.UNCERTAIN_POSE, FailureReason.DEGENERATE_POSE, FailureReason.UNCONFIRMED_POSE})
@@ -127,7 +134,7 @@ class Relocalizer:
         hint_ms = 0.0
         if roll_hint_deg is not None and self.mapping_up is not None and \
                 0 < self.config.roll_upright_deg <= abs(roll_hint_deg):
-            look, hint_ms = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, -roll_hint_deg)
+            look, hint_ms = self._localize_view(rgb_HW3, K, dist_coeffs, stamp_ns, -roll_hint_deg)
             if look is not None and look[0].success:
                 roll = camera_roll_deg(look[0].world_T_cam, self.mapping_up)
                 if roll is not None and abs(roll - roll_hint_deg) < self.config.roll_upright_deg:
@@ -145,8 +152,8 @@ class Relocalizer:
 
     def _localize_upright_first(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
                                 stamp_ns: int | None) -> tuple[PoseEstimate, ScenePrediction | None]:
-        """The image as it is, then the second chances: guided, turned back when lost, turned upright when
-        localized rolled."""
+        """The image as it is, then the second chances: guided, turned back or zoomed out when lost, turned upright
+        when localized rolled."""
         t0 = time.perf_counter()
         try:
             prediction = self.predictor.predict(rgb_HW3)
@@ -163,27 +170,29 @@ class Relocalizer:
                 estimate = self._guided_retry(prediction, K, dist_coeffs, stamp_ns, estimate, hypothesis, size_wh)
             except Exception:  # noqa: BLE001 - a second chance that cannot run leaves the first answer
                 pass
-        if not estimate.success and estimate.failure in _RETRY_ROLLED:
-            estimate, prediction = self._retry_rolled(rgb_HW3, K, dist_coeffs, stamp_ns, estimate, prediction)
+        if not estimate.success and estimate.failure in _RETRY_LOST:
+            estimate, prediction = self._retry_lost(rgb_HW3, K, dist_coeffs, stamp_ns, estimate, prediction)
         if estimate.success and self.config.roll_upright_deg > 0:
             estimate, prediction = self._look_upright(rgb_HW3, K, dist_coeffs, stamp_ns, estimate, prediction)
         return estimate, prediction
 
-    def _localize_turned(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
-                         stamp_ns: int | None, angle_deg: float
-                         ) -> tuple[tuple[PoseEstimate, ScenePrediction] | None, float]:
-        """Localize the image turned by angle_deg about the optical axis (kd3d_core.localization.roll: the cells'
-        pixels are mapped back, so the pose is the real camera's). Returns (the estimate, the mapped-back
-        prediction), or None when the turned look could not run, and the milliseconds it all took."""
+    def _localize_view(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
+                       stamp_ns: int | None, angle_deg: float = 0.0, zoom: float = 1.0
+                       ) -> tuple[tuple[PoseEstimate, ScenePrediction] | None, float]:
+        """Localize the image turned by angle_deg about the optical axis and zoomed by `zoom` about the principal
+        point (kd3d_core.localization.roll: the cells' pixels are mapped back, so the pose is the real camera's).
+        Returns (the estimate, the mapped-back prediction), or None when the look could not run, and the
+        milliseconds it all took."""
         t0 = time.perf_counter()
         size_wh = (rgb_HW3.shape[1], rgb_HW3.shape[0])
         try:
-            view, H = rolled_view(rgb_HW3, np.asarray(K, np.float64), angle_deg)
-            turned = unroll_prediction(self.predictor.predict(view), H, size_wh)
+            K64 = np.asarray(K, np.float64)
+            H = zoom_homography(K64, zoom) @ roll_homography(K64, angle_deg)
+            looked = unroll_prediction(self.predictor.predict(warped_view(rgb_HW3, H)), H, size_wh)
         except Exception:  # noqa: BLE001 - a look that cannot run leaves the caller's answer
             return None, _ms(t0)
-        estimate = self._localize_prediction(turned, K, dist_coeffs, stamp_ns, _ms(t0), size_wh, confirm=True)[0]
-        return (estimate, turned), estimate.timings.total_ms
+        estimate = self._localize_prediction(looked, K, dist_coeffs, stamp_ns, _ms(t0), size_wh, confirm=True)[0]
+        return (estimate, looked), estimate.timings.total_ms
 
     def _look_upright(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
                       stamp_ns: int | None, found: PoseEstimate,
@@ -198,33 +207,36 @@ class Relocalizer:
         # the view that gave `found` was already turned by roll_retry_deg: its own roll is roll + that turn
         if roll is None or abs(roll + found.roll_retry_deg) < self.config.roll_upright_deg:
             return found, prediction
-        look, spent = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, -roll)
+        look, spent = self._localize_view(rgb_HW3, K, dist_coeffs, stamp_ns, -roll)
         if look is not None and look[0].success and look[0].inliers > found.inliers:
             estimate, upright = look
             t = estimate.timings
             return dataclasses.replace(
                 estimate, timings=dataclasses.replace(t, predict_ms=t.predict_ms + found.timings.total_ms),
-                roll_retry_deg=found.roll_retry_deg, guided=found.guided, upright_turn_deg=-roll), upright
+                roll_retry_deg=found.roll_retry_deg, zoom_retry=found.zoom_retry, guided=found.guided,
+                upright_turn_deg=-roll), upright
         t = found.timings
         return dataclasses.replace(found, timings=dataclasses.replace(t, predict_ms=t.predict_ms + spent)), prediction
 
-    def _retry_rolled(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
-                      stamp_ns: int | None, lost: PoseEstimate,
-                      prediction: ScenePrediction) -> tuple[PoseEstimate, ScenePrediction]:
-        """Try the image turned back about the optical axis (config.roll_retry_deg) after an upright failure.
+    def _retry_lost(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
+                    stamp_ns: int | None, lost: PoseEstimate,
+                    prediction: ScenePrediction) -> tuple[PoseEstimate, ScenePrediction]:
+        """Try the image turned back about the optical axis (config.roll_retry_deg), then zoomed out
+        (config.zoom_retry), after an upright failure.
 
         Returns the first estimate that localizes, or the upright failure; the timings count every attempt.
         """
         spent = lost.timings.total_ms
-        for angle in self.config.roll_retry_deg:
-            look, ms = self._localize_turned(rgb_HW3, K, dist_coeffs, stamp_ns, angle)
+        looks = [(angle, 1.0) for angle in self.config.roll_retry_deg] + [(0.0, z) for z in self.config.zoom_retry]
+        for angle, zoom in looks:
+            look, ms = self._localize_view(rgb_HW3, K, dist_coeffs, stamp_ns, angle, zoom)
             spent += ms
             if look is not None and look[0].success:
-                estimate, rolled = look
+                estimate, seen = look
                 t = estimate.timings
                 extra = spent - t.total_ms
                 return dataclasses.replace(estimate, timings=dataclasses.replace(t, predict_ms=t.predict_ms + extra),
-                                           roll_retry_deg=angle), rolled
+                                           roll_retry_deg=angle, zoom_retry=zoom), seen
         t = lost.timings
         return dataclasses.replace(lost, timings=dataclasses.replace(
             t, predict_ms=t.predict_ms + spent - t.total_ms)), prediction

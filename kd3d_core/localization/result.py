@@ -99,10 +99,12 @@ class PoseEstimate:
         inlier_stats: how well the inliers support the pose (None when PnP did not get that far).
         roll_retry_deg: the angle the image was turned back by when the upright image was lost and a turned one
             localized (RelocalizerConfig.roll_retry_deg); 0 for the upright image.
+        zoom_retry: the factor the image was zoomed out by when the upright and turned images were lost and the
+            zoomed one localized (RelocalizerConfig.zoom_retry); 1 otherwise.
         guided: the pose came from the guided second chance (RelocalizerConfig.guided_candidates).
         upright_turn_deg: the angle the image was turned by to look at it upright once a pose showed the camera
-            rolled (RelocalizerConfig.roll_upright_deg), when that look gave the pose; 0 otherwise. `guided` and
-            `roll_retry_deg` still say how the first pose was found.
+            rolled (RelocalizerConfig.roll_upright_deg), when that look gave the pose; 0 otherwise. `guided`,
+            `roll_retry_deg` and `zoom_retry` still say how the first pose was found.
     """
 
     success: bool
@@ -119,13 +121,17 @@ class PoseEstimate:
     image: ImageStats | None = None
     inlier_stats: InlierStats | None = None
     roll_retry_deg: float = 0.0
+    zoom_retry: float = 1.0
     guided: bool = False
     upright_turn_deg: float = 0.0
 
     @property
     def recovered_by(self) -> str:
-        """What localized a frame the upright pass lost: "guided", "roll_retry", or "" (diagnostics key)."""
-        return "guided" if self.guided else "roll_retry" if self.roll_retry_deg else ""
+        """What localized a frame the upright pass lost: "guided", "roll_retry", "zoom_retry", or "" (diagnostics
+        key)."""
+        if self.guided:
+            return "guided"
+        return "roll_retry" if self.roll_retry_deg else "zoom_retry" if self.zoom_retry != 1.0 else ""
 
     @property
     def inlier_ratio(self) -> float:

@@ -1,4 +1,4 @@
-"""Rolled cameras: retry a lost frame on images turned back about the optical axis.
+"""Rolled cameras: retry a lost frame on images turned back about the optical axis (or zoomed out).
 
 A camera rolled about its optical axis sees exactly what an upright camera sees, rotated in the image: the
 homography H = K Rz(a) K^-1 maps one to the other (a pure rotation of the camera, no parallax). A student whose
@@ -13,6 +13,12 @@ image "up" pointed on average (`mapping_up`, stored in the model file). The relo
 at the image turned upright by exactly that angle (RelocalizerConfig.roll_upright_deg). In a stream the last
 fix's roll (RollTracker) lets the next frame be looked at upright first, so a camera that stays rolled costs
 one network pass a frame.
+
+A frame still lost after the turned looks is looked at once more zoomed out about the principal point
+(RelocalizerConfig.zoom_retry): the image the same camera with shorter focal lengths would see, H = K S K^-1 with
+S = diag(s, s, 1). It is also an exact warp (no parallax), so the same mapping back applies. Each cell of the
+zoomed-out view covers more of the scene: a close-up's texture is back at the scale the memory stored it, and a
+faint texture is averaged over more pixels.
 """
 from __future__ import annotations
 
@@ -89,19 +95,39 @@ def roll_homography(K: np.ndarray, angle_deg: float) -> np.ndarray:
     return K @ rotation_z(math.radians(angle_deg)) @ np.linalg.inv(K)
 
 
+def zoom_homography(K: np.ndarray, scale: float) -> np.ndarray:
+    """H (3x3) taking pixels of the real camera to pixels of the same camera with its focal lengths times `scale`
+    (same principal point; scale < 1 zooms out)."""
+    K = np.asarray(K, np.float64)
+    return K @ np.diag([scale, scale, 1.0]) @ np.linalg.inv(K)
+
+
+def warped_view(rgb_HW3: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """The image warped by the homography H (real pixels -> view pixels), same size, black where the real image
+    has no pixels."""
+    h, w = rgb_HW3.shape[:2]
+    return cv2.warpPerspective(rgb_HW3, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=(0, 0, 0))
+
+
 def rolled_view(rgb_HW3: np.ndarray, K: np.ndarray, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
     """The image as the camera rolled by angle_deg would see it (black where the real image has no pixels),
     and the homography used (real pixels -> rolled pixels)."""
     H = roll_homography(K, angle_deg)
-    h, w = rgb_HW3.shape[:2]
-    warped = cv2.warpPerspective(rgb_HW3, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                 borderValue=(0, 0, 0))
-    return warped, H
+    return warped_view(rgb_HW3, H), H
+
+
+def zoomed_view(rgb_HW3: np.ndarray, K: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The image as the same camera with focal lengths times `scale` would see it (black beyond the real image's
+    edges when zooming out), and the homography used (real pixels -> zoomed pixels)."""
+    H = zoom_homography(K, scale)
+    return warped_view(rgb_HW3, H), H
 
 
 def unroll_prediction(prediction: ScenePrediction, H: np.ndarray, size_wh: tuple[int, int],
                       margin_px: float = 8.0) -> ScenePrediction:
-    """A prediction made on a rolled view, with its cells' pixels mapped back to the real image.
+    """A prediction made on a rolled (or zoomed: any warped) view, with its cells' pixels mapped back to the real
+    image.
 
     Cells whose pixel falls outside the real image (less `margin_px`, where the view's black border starts to
     enter the receptive field) get confidence 0 and are never used.

@@ -109,10 +109,11 @@ def test_localizes_and_builds_pose_covariance_and_cloud(pipeline_factory, query_
 
 @pytest.mark.parametrize("changes, recovered_by", [({}, ""), ({"guided": True}, "guided"),
                                                      ({"roll_retry_deg": -20.0}, "roll_retry"),
+                                                     ({"zoom_retry": 0.7}, "zoom_retry"),
                                                      ({"upright_turn_deg": 14.0}, "")])
 def test_frames_recovered_by_a_second_chance_say_so(oracle_relocalizer, query_frames, changes, recovered_by):
-    """What the node's diagnostics count (frames_localized_by_guided / _roll_retry, frames_turned_upright) comes
-    from the estimate."""
+    """What the node's diagnostics count (frames_localized_by_guided / _roll_retry / _zoom_retry,
+    frames_turned_upright) comes from the estimate."""
     import dataclasses
 
     class Marking(Relocalizer):

@@ -401,6 +401,15 @@ def test_roll_retry_is_passed_to_the_library():
     assert relocalizer_config(NodeConfig.from_values({"model_path": "m", "roll_retry_deg": 0.0})).roll_retry_deg == ()
 
 
+def test_zoom_retry_is_passed_to_the_library():
+    from kd3d_ros.params import NodeConfig
+    from kd3d_ros.relocalizer_node import relocalizer_config
+
+    assert relocalizer_config(NodeConfig.from_values({"model_path": "m"})).zoom_retry == (0.7,)
+    assert relocalizer_config(NodeConfig.from_values({"model_path": "m", "zoom_retry": 0.6})).zoom_retry == (0.6,)
+    assert relocalizer_config(NodeConfig.from_values({"model_path": "m", "zoom_retry": 0.0})).zoom_retry == ()
+
+
 def test_guided_candidates_are_passed_to_the_library():
     from kd3d_ros.params import NodeConfig
     from kd3d_ros.relocalizer_node import relocalizer_config

@@ -185,14 +185,17 @@ def test_stats_count_frames_recovered_by_the_second_chances():
     stats = NodeStats()
     values = dict(stats.report().values)
     assert values["frames_localized_by_guided"] == "0" and values["frames_localized_by_roll_retry"] == "0"
+    assert values["frames_localized_by_zoom_retry"] == "0"
     stats.on_processed({}, 80, None, "guided")
     stats.on_processed({}, 90, None, "roll_retry")
     stats.on_processed({}, 95, None, "roll_retry")
+    stats.on_processed({}, 70, None, "zoom_retry")
     stats.on_processed({}, 300, None)
     stats.on_processed({}, 12, "too_few_inliers", "guided")  # not localized: not a recovery
     values = dict(stats.report().values)
-    assert values["frames_localized"] == "4"
+    assert values["frames_localized"] == "5"
     assert values["frames_localized_by_guided"] == "1" and values["frames_localized_by_roll_retry"] == "2"
+    assert values["frames_localized_by_zoom_retry"] == "1"
     assert values["frames_turned_upright"] == "0"
     stats.on_processed({}, 120, None, "", turned_upright=True)
     stats.on_processed({}, 120, None, "roll_retry", turned_upright=True)
