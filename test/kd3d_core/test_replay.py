@@ -40,7 +40,7 @@ def test_replay_writes_messages_and_report(scene, relocalizer, tmp_path, storage
     out = tmp_path / "out"
     result = replay_bag(relocalizer, ReplayConfig(bag, out, TOPIC, storage=storage, progress=False))
     assert result.frames == result.localized == 5 and result.failures == {}
-    assert result.recovered == {"guided": 0, "roll_retry": 0}
+    assert result.recovered == {"guided": 0, "roll_retry": 0, "zoom_retry": 0}
     truth = {f.stamp_ns: f.world_T_cam for f in scene.split(Split.QUERY)}
     seen: dict[str, int] = {}
     with open_bag(out) as reader:
@@ -103,7 +103,7 @@ def test_replay_counts_frames_recovered_by_a_second_chance(scene, relocalizer, t
     bag = tmp_path / "in"
     write_scene_bag(scene, bag, split=Split.QUERY, progress=False)
     result = replay_bag(MarksEveryOther(), ReplayConfig(bag, tmp_path / "out", TOPIC, progress=False))
-    assert result.localized == 5 and result.recovered == {"guided": 2, "roll_retry": 0}
+    assert result.localized == 5 and result.recovered == {"guided": 2, "roll_retry": 0, "zoom_retry": 0}
     assert result.turned_upright == 1
 
 

@@ -288,8 +288,9 @@ def test_distortion_is_handled_like_replay(query_frames):
     """Fisheye images are remapped to pinhole before the model sees them; OpenCV-model ones are not."""
     frame = query_frames[0]
     predictor = RecordingPredictor()
-    # no roll retry: the recorded images are then exactly one per frame
-    pipeline = FramePipeline(Relocalizer(predictor, RelocalizerConfig(roll_retry_deg=())), _config(), STORE)
+    # no roll or zoom retry: the recorded images are then exactly one per frame
+    pipeline = FramePipeline(Relocalizer(predictor, RelocalizerConfig(roll_retry_deg=(), zoom_retry=())), _config(),
+                             STORE)
     fisheye = CameraModel(frame.camera.K, frame.camera.size, "equidistant", np.array([0.1, -0.05, 0.01, 0.0]))
     pipeline.set_camera_info(_info_msg(fisheye))
     pipeline.process(_image_msg(frame))

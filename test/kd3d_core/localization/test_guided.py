@@ -103,7 +103,7 @@ def test_the_distinctive_start_finds_frames_a_failed_hypothesis_misses(fast_room
     the other tests here), and every guided pose is right."""
     model = load_scene_model(fast_room.model_path, "cpu")
     frames = open_scene(fast_room.root).split(Split.QUERY)
-    base = RelocalizerConfig(reprojection_threshold_px=6.0, guided_max_rmse=0.75, roll_retry_deg=())
+    base = RelocalizerConfig(reprojection_threshold_px=6.0, guided_max_rmse=0.75, roll_retry_deg=(), zoom_retry=())
     guided = {}
     for fraction in (0.0, 0.15):
         relocalizer = Relocalizer(model, replace(base, guided_distinct_fraction=fraction))
@@ -150,12 +150,12 @@ def test_memory_candidates_rank_the_predicted_point_first(fast_room):
 
 
 def _rolled_walk(fast_room, config: RelocalizerConfig) -> tuple[dict, list]:
-    """Rolled query views (roll retry off: the frames whose first hypothesis fails the checks), with and
+    """Rolled query views (roll and zoom retries off: the frames whose first hypothesis fails the checks), with and
     without the second chance: counts of right (< 10 cm, < 5 deg) and wrong poses, and the guided poses' errors."""
     model = load_scene_model(fast_room.model_path, "cpu")
     frames = open_scene(fast_room.root).split(Split.QUERY)
-    runs = {"plain": Relocalizer(model, replace(config, roll_retry_deg=(), guided_candidates=0)),
-            "guided": Relocalizer(model, replace(config, roll_retry_deg=()))}
+    runs = {"plain": Relocalizer(model, replace(config, roll_retry_deg=(), zoom_retry=(), guided_candidates=0)),
+            "guided": Relocalizer(model, replace(config, roll_retry_deg=(), zoom_retry=()))}
     counts = {f"{name}_{kind}": 0 for name in runs for kind in ("right", "wrong")}
     guided = []
     for frame in frames:
@@ -192,7 +192,7 @@ def test_a_guided_pose_needs_the_guided_coverage(fast_room):
     hypothesis fitted to agreeing candidates gathers them in part of the image); a bar of 1 accepts none."""
     model = load_scene_model(fast_room.model_path, "cpu")
     frames = open_scene(fast_room.root).split(Split.QUERY)
-    base = RelocalizerConfig(reprojection_threshold_px=6.0, guided_max_rmse=0.75, roll_retry_deg=())
+    base = RelocalizerConfig(reprojection_threshold_px=6.0, guided_max_rmse=0.75, roll_retry_deg=(), zoom_retry=())
     accepted = {0.5: [], 1.0: []}
     for bar, found in accepted.items():
         relocalizer = Relocalizer(model, replace(base, guided_min_inlier_coverage=bar))
@@ -240,7 +240,7 @@ def test_a_model_without_memory_keeps_the_first_answer(fast_room):
     """A predictor without memory candidates (an oracle, a regression head): the second chance is skipped and
     the frame gets its first answer."""
     model = load_scene_model(fast_room.model_path, "cpu")
-    relocalizer = Relocalizer(NoMemory(model), RelocalizerConfig(roll_retry_deg=()))
+    relocalizer = Relocalizer(NoMemory(model), RelocalizerConfig(roll_retry_deg=(), zoom_retry=()))
     for frame in open_scene(fast_room.root).split(Split.QUERY):
         rgb, _ = rolled_view(frame.load_rgb(), frame.K, 25.0)
         est = relocalizer.localize(rgb, frame.K)
@@ -264,7 +264,8 @@ def test_guided_flag_reaches_the_config():
 def test_a_failing_memory_leaves_the_first_answer(fast_room):
     """The second chance must never take a frame (or the node) down: a memory that raises is ignored."""
     model = load_scene_model(fast_room.model_path, "cpu")
-    relocalizer = Relocalizer(BrokenMemory(model), RelocalizerConfig(roll_retry_deg=(), reprojection_threshold_px=6.0))
+    relocalizer = Relocalizer(BrokenMemory(model), RelocalizerConfig(roll_retry_deg=(), zoom_retry=(),
+                                                                     reprojection_threshold_px=6.0))
     for frame in open_scene(fast_room.root).split(Split.QUERY):
         rgb, _ = rolled_view(frame.load_rgb(), frame.K, 25.0)
         est = relocalizer.localize(rgb, frame.K)
@@ -299,7 +300,7 @@ def test_a_weak_pose_stands_only_if_the_guided_search_confirms_it(fast_room, che
     not follow them); with both checks off they are reported 30 cm off."""
     model = load_scene_model(fast_room.model_path, "cpu")
     frames = open_scene(fast_room.root).split(Split.QUERY)
-    lax = RelocalizerConfig(reprojection_threshold_px=6.0, guided_max_rmse=0.75, roll_retry_deg=(),
+    lax = RelocalizerConfig(reprojection_threshold_px=6.0, guided_max_rmse=0.75, roll_retry_deg=(), zoom_retry=(),
                             roll_upright_deg=0.0, guided_distinct_fraction=0.0, confirm_below_ratio=0.0,
                             confirm_above_rmse=1.0)  # both checks off
     strict = replace(lax, **check)

@@ -174,8 +174,8 @@ def test_rolled_query_is_found_only_by_the_retry(fast_room):
     rolled camera's pose (so the homography, its direction and the pixel mapping are right)."""
     model = load_scene_model(fast_room.model_path, "cpu")
     frames = open_scene(fast_room.root).split(Split.QUERY)
-    upright = Relocalizer(model, RelocalizerConfig(roll_retry_deg=(), roll_upright_deg=0.0))
-    retry = Relocalizer(model, RelocalizerConfig(roll_retry_deg=(20.0, -20.0), roll_upright_deg=0.0))
+    upright = Relocalizer(model, RelocalizerConfig(roll_retry_deg=(), zoom_retry=(), roll_upright_deg=0.0))
+    retry = Relocalizer(model, RelocalizerConfig(roll_retry_deg=(20.0, -20.0), zoom_retry=(), roll_upright_deg=0.0))
     good = {"upright": 0, "retry": 0}
     turned = 0
     for frame, angle, rgb, truth in _rolled_queries(fast_room.root, (25.0, -25.0)):
