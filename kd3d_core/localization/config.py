@@ -167,16 +167,17 @@ class RelocalizerConfig:
             rolled rows went 60 -> 93 % (office) and 50 -> 93 % (living).
         zoom_retry: a frame still lost after the roll retries is tried again on the image zoomed out by each of
             these factors about the principal point (the view of the same camera with focal lengths times the
-            factor; roll.zoomed_view), in order, until one localizes. One more network pass, on lost frames only;
-            () or 0 turns it off; one number z means (z,). Each cell of the zoomed-out view covers more of the
-            scene: a close-up's texture is back at the scale the memory holds, a faint texture is averaged over
-            more pixels. Measured on the bench rooms (14 variants x 30 frames, 320x240, the v18 models), frames
-            within 5 cm / 5 deg . 2 cm / 2 deg of 1260: off 1113 . 1064; 0.5 1115 . 1065; 0.6 1128 . 1068; 0.7 1127 . 1074;
-            0.8 1123 . 1071; 0.7 then 0.5 1128 . 1074; no wrong pose with any. With 0.7 the low-texture room's
-            dimmed lights 23 -> 47 %, gamma 0.6 80 -> 90 %, gain x0.5 17 -> 20 %, white balance and lower camera
-            90 -> 93 %, and the office's lower camera 96.7 -> 100 %; no row lost a frame. Encoder seed 1's models:
-            1135 . 1091 -> 1144 . 1098, no wrong pose, no row worse. A look zoomed in (1.43) found no frame more.
-            Side by side: frames that localize 0.99x (demo queries), frames that stay lost 1.23x (351 -> 430 ms).
+            factor; roll.zoomed_view), in order, until one localizes; factors above 1 zoom in. One more network
+            pass, on lost frames only; () or 0 turns it off; one number z means (z,). Each cell of the zoomed-out
+            view covers more of the scene: a close-up's texture is back at the scale the memory holds, a faint
+            texture is averaged over more pixels. Measured on the bench rooms (14 variants x 30 frames, 320x240,
+            the v18 models), frames within 5 cm / 5 deg . 2 cm / 2 deg of 1260: off 1113 . 1064; 0.5 1115 . 1065;
+            0.6 1128 . 1068; 0.7 1127 . 1074; 0.8 1123 . 1071; 0.7 then 0.5 1128 . 1074; no wrong pose with any.
+            With 0.7 the low-texture room's dimmed lights 23 -> 47 %, gamma 0.6 80 -> 90 %, gain x0.5 17 -> 20 %,
+            white balance and lower camera 90 -> 93 %, and the office's lower camera 96.7 -> 100 %; no row lost a
+            frame. Encoder seed 1's models: 1135 . 1091 -> 1144 . 1098, no wrong pose, no row worse. A look zoomed
+            in (1.43) found no frame more. Side by side: frames that localize 0.99x (demo queries), frames that
+            stay lost 1.23x (351 -> 430 ms).
         roll_upright_deg: a frame that localizes with the camera rolled by at least this many degrees from the
             mapping cameras' up (ModelMeta.mapping_up; models without it skip this) is looked at once more, turned
             upright by exactly its roll, and the pose with more inliers is kept: a rolled view matches the memory
