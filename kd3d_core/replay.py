@@ -38,6 +38,7 @@ from kd3d_core.evaluation.seen import seen_warning
 from kd3d_core.geometry import is_valid_pose
 from kd3d_core.localization import FailureReason, PoseEstimate, Relocalizer, predicted_cloud
 from kd3d_core.localization.outputs import OutputFrames, build_localization_messages
+from kd3d_core.localization.result import RECOVERED_BY
 from kd3d_core.localization.roll import RollTracker
 from kd3d_core.messages import (CameraModel, build_header, camera_info_to_model, decode_rgb, header_stamp_ns,
                                  image_input_topic)
@@ -115,8 +116,7 @@ class ReplayResult:
     report_dir: Path | None = None
     counts: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
-    # localized frames by second chance: guided, roll_retry, zoom_retry
-    recovered: dict[str, int] = field(default_factory=dict)
+    recovered: dict[str, int] = field(default_factory=dict)  # localized frames by second chance (RECOVERED_BY)
     turned_upright: int = 0  # localized frames whose pose came from the look at the image turned upright
 
 
@@ -209,7 +209,7 @@ class _Replayer:
         self.estimates: list[tuple[int, np.ndarray]] = []
         self.reference: list[tuple[int, np.ndarray]] = []
         self.failures: Counter[str] = Counter()
-        self.recovered: Counter[str] = Counter({"guided": 0, "roll_retry": 0, "zoom_retry": 0})
+        self.recovered: Counter[str] = Counter(dict.fromkeys(RECOVERED_BY, 0))
         self.turned_upright = 0
         self.timings: list[tuple[float, float, float, float]] = []
         self.frames_seen = 0

@@ -22,6 +22,7 @@ from enum import Enum, IntEnum
 from typing import Any, Generic, TypeVar
 
 from kd3d_core.errors import Kd3dError
+from kd3d_core.localization.result import RECOVERED_BY
 from kd3d_core.messages import as_factory, build_header, header_stamp_ns
 from kd3d_ros.input_stream import InputLossMeter, RateLimiter
 
@@ -158,7 +159,7 @@ class NodeStats:
         self.skipped_rate = 0
         self.processed = 0
         self.localized = 0
-        self.recovered: dict[str, int] = {"guided": 0, "roll_retry": 0, "zoom_retry": 0}
+        self.recovered: dict[str, int] = dict.fromkeys(RECOVERED_BY, 0)
         self.turned_upright = 0
         self.problems = FailureLog(throttle_s=log_throttle_s, clock=clock)
         self._received_t: deque = deque(maxlen=1000)
@@ -194,8 +195,8 @@ class NodeStats:
     def on_processed(self, stages_ms: Mapping[str, float], inliers: int, failure: str | None,
                      recovered_by: str = "", turned_upright: bool = False) -> None:
         """A frame finished: per-stage times (ms), inliers, the cause that stopped it (None = localized), for
-        a localized frame the upright pass lost what recovered it ("guided", "roll_retry" or "zoom_retry"), and
-        whether its pose came from the second look at the image turned upright."""
+        a localized frame the upright pass lost what recovered it (one of RECOVERED_BY), and whether its pose came
+        from the second look at the image turned upright."""
         with self._lock:
             if recovered_by and failure is None:
                 self.recovered[recovered_by] = self.recovered.get(recovered_by, 0) + 1

@@ -27,6 +27,11 @@ class FailureReason(str, Enum):
     UNCONFIRMED_POSE = "unconfirmed_pose"
 
 
+# What can localize a frame the upright pass lost (PoseEstimate.recovered_by): the guided second chance, the image
+# turned back about the optical axis, the image zoomed out. The node's diagnostics and `kd3d replay` count each.
+RECOVERED_BY: tuple[str, ...] = ("guided", "roll_retry", "zoom_retry")
+
+
 @dataclass(frozen=True)
 class ImageStats:
     """What the image shows, on its grey levels (0-255) at <= 320 px width.
@@ -127,8 +132,7 @@ class PoseEstimate:
 
     @property
     def recovered_by(self) -> str:
-        """What localized a frame the upright pass lost: "guided", "roll_retry", "zoom_retry", or "" (diagnostics
-        key)."""
+        """What localized a frame the upright pass lost: one of RECOVERED_BY, or "" (diagnostics key)."""
         if self.guided:
             return "guided"
         return "roll_retry" if self.roll_retry_deg else "zoom_retry" if self.zoom_retry != 1.0 else ""
