@@ -49,6 +49,8 @@ CHI2_3_999 = float(chi2.ppf(0.999, 3))
 FAST_ABLATIONS: dict[str, dict[str, object]] = {
     "fast-no-lcn": {"input_norm": "none"},
     "fast-eps-0.05": {"lcn_eps": 0.05},
+    "fast-dim-48": {"knn_dim": 48},
+    "fast-dim-32": {"knn_dim": 32},
 }
 
 
@@ -262,7 +264,8 @@ def run_robustness(ctx: BenchContext) -> list[Table]:
         "70 % alternately (spatially varying); the largest free-standing item moved 40 cm and turned 20 deg; "
         "camera rolled +-20 deg; camera 40 cm lower. 'lowtex' is a near-uniform painted room with a few posters.",
         "fast-no-lcn is the fast student without its local contrast normalisation; fast-eps-0.05 has the LCN "
-        f"variance floor of the previous default (0.05 instead of {FastConfig().lcn_eps}).",
+        f"variance floor of the previous default (0.05 instead of {FastConfig().lcn_eps}); fast-dim-48 and "
+        f"fast-dim-32 project the memory's keys to 48 and 32 dimensions instead of {FastConfig().knn_dim}.",
     ]
     table = Table("robustness", "Robustness: query variants, mapping unchanged", ROBUST_COLUMNS, rows, notes)
     summary = Table("robustness_summary", "Robustness summary per method (all rooms and variants)",
