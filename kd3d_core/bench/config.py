@@ -29,6 +29,11 @@ class BenchConfig:
         mapping_frames / query_frames: frames per room (mapping walk for distillation and the classical map,
             query walk for evaluation).
         image_wh: rendered image size of the accuracy rooms (and the students' network input size).
+        sensor_noise: Gaussian noise (grey levels) on every rendered image of every room, mapping and query walks
+            alike (kd3d_core.synth.SynthConfig.sensor_noise): a quiet camera's noise floor, because the
+            renderer's noise-free pixels let a memory of appearance match texture no camera records (the
+            low-texture room went from 30 to 0 of 30 queries within 5 cm / 5 deg with sigma 2 on its mapping
+            images). 0 renders noise-free rooms, as runs before 2026-12-01 did.
         students: student architectures to distil and evaluate (empty: every registered one).
         train_minutes: wall-clock budget per end-to-end student and room (the trainer's max_minutes).
         train_epochs: epoch cap for end-to-end students (whichever of epochs / minutes comes first).
@@ -64,6 +69,7 @@ class BenchConfig:
     mapping_frames: int = 200
     query_frames: int = 50
     image_wh: tuple[int, int] = (320, 240)
+    sensor_noise: float = 2.0
     students: tuple[str, ...] = ()
     train_minutes: float = 4.0
     train_epochs: int = 200
@@ -100,6 +106,7 @@ class BenchConfig:
         checks = [
             (bool(self.rooms), "need at least one room"),
             (self.mapping_frames >= 4 and self.query_frames >= 1, "need >= 4 mapping and >= 1 query frames"),
+            (0.0 <= self.sensor_noise <= 64.0, f"sensor_noise must be 0-64 grey levels, got {self.sensor_noise}"),
             (self.train_minutes > 0 and self.train_epochs >= 1, "training budget must be positive"),
             (self.fast_iterations >= 1 and self.fast_buffer >= 1, "fast budget must be positive"),
             (not bad_baselines, f"unknown baseline(s) {bad_baselines}; choose orb, sift"),

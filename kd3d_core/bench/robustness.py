@@ -116,7 +116,8 @@ def changed_queries(ctx: BenchContext, preset: str, change: SceneChange):
     if not (path / "info.txt").is_file():
         render_scene(SynthConfig(preset=preset, seed=cfg.seed, mapping_frames=cfg.mapping_frames,
                                  query_frames=cfg.query_frames, size_wh=cfg.image_wh, include_mapping=False,
-                                 query_change=change), path, overwrite=True, progress=cfg.progress)
+                                 query_change=change, sensor_noise=cfg.sensor_noise), path, overwrite=True,
+                     progress=cfg.progress)
     return open_scene(path)
 
 
@@ -257,7 +258,8 @@ def run_robustness(ctx: BenchContext) -> list[Table]:
     w, h = cfg.image_wh
     notes = [
         f"Rooms {', '.join(cfg.robust_rooms)} (seed {cfg.seed}, {cfg.mapping_frames} mapping + {cfg.query_frames} "
-        f"query frames at {w}x{h}); every method is built once per room from the unchanged mapping walk.",
+        f"query frames at {w}x{h}, sensor noise sigma {cfg.sensor_noise:g} grey levels on every image, mapping and "
+        f"query); every method is built once per room from the unchanged mapping walk.",
         "Photometric variants change the rendered query images: gain x0.5 / x1.6 (clipped), gamma 0.6 / 1.6, "
         "white balance (R x1.25, B x0.75), Gaussian noise sigma 8, 9-px motion blur (per 640 px), JPEG q25.",
         "Scene variants re-render the query walk: lights moved ~1 m and ambient -20 %; lights dimmed to 25 % / "

@@ -60,8 +60,9 @@ class Distilled:
 def room_key(config: BenchConfig, preset: str, size_wh: tuple[int, int], query_only: bool = False) -> str:
     """Folder name of a room rendering (every setting that changes the pixels is in it)."""
     kind = "q" if query_only else "mq"
+    noise = f"-n{config.sensor_noise:g}" if config.sensor_noise > 0 else ""
     return (f"{preset}-s{config.seed}-{kind}-m{config.mapping_frames}-q{config.query_frames}-"
-            f"{size_wh[0]}x{size_wh[1]}")
+            f"{size_wh[0]}x{size_wh[1]}{noise}")
 
 
 def prepare_room(config: BenchConfig, preset: str) -> Room:
@@ -72,7 +73,8 @@ def prepare_room(config: BenchConfig, preset: str) -> Room:
     path = config.workdir / "rooms" / room_key(config, preset, config.image_wh)
     if not (path / "info.txt").is_file():
         render_scene(SynthConfig(preset=preset, seed=config.seed, mapping_frames=config.mapping_frames,
-                                 query_frames=config.query_frames, size_wh=config.image_wh), path,
+                                 query_frames=config.query_frames, size_wh=config.image_wh,
+                                 sensor_noise=config.sensor_noise), path,
                      overwrite=True, progress=config.progress)
     timing_path = path / TIMING_FILE
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
@@ -94,7 +96,8 @@ def render_queries(config: BenchConfig, preset: str, size_wh: tuple[int, int], f
     path = config.workdir / "queries" / room_key(cfg, preset, size_wh, query_only=True)
     if not (path / "info.txt").is_file():
         render_scene(SynthConfig(preset=preset, seed=config.seed, mapping_frames=config.mapping_frames,
-                                 query_frames=frames, size_wh=size_wh, color_ext="jpg", include_mapping=False),
+                                 query_frames=frames, size_wh=size_wh, color_ext="jpg", include_mapping=False,
+                                 sensor_noise=config.sensor_noise),
                      path, overwrite=True, progress=config.progress)
     return open_scene(path)
 

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="students and fast ablations of the robustness family (default fast fast-no-lcn)")
     p.add_argument("--mapping-frames", type=int, default=None, help="mapping frames per room")
     p.add_argument("--query-frames", type=int, default=None, help="query frames per room")
+    p.add_argument("--sensor-noise", type=float, default=None, metavar="SIGMA",
+                   help="Gaussian noise in grey levels on every rendered image, mapping and query (default 2, a "
+                        "quiet camera's noise floor; 0: the renderer's noise-free pixels)")
     p.add_argument("--train-minutes", type=float, default=None, help="end-to-end training budget per student/room")
     p.add_argument("--fast-iterations", type=int, default=None, help="fast student head steps per room")
     p.add_argument("--fast-buffer", type=int, default=None, help="fast student feature-buffer rows per room")
@@ -57,7 +60,7 @@ def bench_config(args: argparse.Namespace):
     overrides = {"device": args.device, "workdir": args.workdir, "progress": not args.quiet}
     flag_fields = {"only": "families", "rooms": "rooms", "students": "students", "robust_rooms": "robust_rooms",
                    "robust_variants": "robust_variants", "robust_students": "robust_students", "mapping_frames": "mapping_frames",
-                   "query_frames": "query_frames", "train_minutes": "train_minutes",
+                   "query_frames": "query_frames", "sensor_noise": "sensor_noise", "train_minutes": "train_minutes",
                    "fast_iterations": "fast_iterations", "fast_buffer": "fast_buffer", "repeats": "repeats",
                    "alignment_frames": "alignment_frames", "dust3r_repeats": "dust3r_repeats"}
     for flag, name in flag_fields.items():

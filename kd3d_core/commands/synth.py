@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--query-frames", type=int, default=None, help="query frames (default frames / 3)")
     p.add_argument("--size", type=parse_size, default=(320, 240), help="image size WxH (default 320x240)")
     p.add_argument("--jpg", action="store_true", help="store colour as JPEG (12Scenes style) instead of PNG")
+    p.add_argument("--sensor-noise", type=float, default=0.0, metavar="SIGMA",
+                   help="Gaussian noise in grey levels on every image, as a camera records it (default 0: the "
+                        "renderer's noise-free pixels; kd3d bench renders its rooms with 2)")
     p.add_argument("--bag", type=Path, default=None, metavar="DIR",
                    help="also write the walks as two bags, DIR/mapping and DIR/query (DIR/mapping.bag and "
                         "DIR/query.bag for ros1), so a model distilled from the mapping bag is never scored on "
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"output {path} already exists (pass --overwrite to replace it)")
     query = args.frames // 3 if args.query_frames is None else args.query_frames
     config = SynthConfig(preset=args.preset, seed=args.seed, mapping_frames=args.frames, query_frames=query,
-                         size_wh=args.size, color_ext="jpg" if args.jpg else "png")
+                         size_wh=args.size, color_ext="jpg" if args.jpg else "png", sensor_noise=args.sensor_noise)
     result = render_scene(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {result.path}: {result.frames} frames ({config.mapping_frames} mapping, {query} query) at "
           f"{config.size_wh[0]}x{config.size_wh[1]}, {result.fps:.1f} frames/s", file=sys.stderr)

@@ -185,6 +185,8 @@ def test_config_validation(tmp_path: Path) -> None:
         BenchConfig(rooms=("castle",))
     with pytest.raises(ConfigError, match="alignment_frames must be >= 20"):
         BenchConfig(alignment_frames=(10,))
+    with pytest.raises(ConfigError, match="sensor_noise must be 0-64"):
+        BenchConfig(sensor_noise=-1.0)
     assert BenchConfig(families=("scaling", "accuracy")).families == ("accuracy", "scaling")
 
 
@@ -199,6 +201,17 @@ def test_cli_flags_become_a_config(tmp_path: Path) -> None:
     assert config.quick and config.families == ("speed", "size") and config.students == ("cnn",)
     assert config.repeats == 2 and config.dust3r_wh is None and config.workdir == tmp_path
     assert bench.bench_config(parser.parse_args(["bench"])).dust3r_wh == (512, 384)
+    assert bench.bench_config(parser.parse_args(["bench"])).sensor_noise == 2.0
+    assert bench.bench_config(parser.parse_args(["bench", "--sensor-noise", "0"])).sensor_noise == 0.0
+
+
+def test_room_folders_tell_noise_floors_apart() -> None:
+    from kd3d_core.bench.rooms import room_key
+
+    noisy, clean = BenchConfig(), BenchConfig(sensor_noise=0.0)
+    assert room_key(noisy, "office", (320, 240)) == "office-s0-mq-m200-q50-320x240-n2"
+    assert room_key(clean, "office", (320, 240)) == "office-s0-mq-m200-q50-320x240"  # as before the noise floor
+    assert room_key(replace(noisy, sensor_noise=1.5), "office", (320, 240), query_only=True).endswith("-n1.5")
 
 
 def test_stats_and_table_helpers() -> None:
