@@ -79,6 +79,7 @@ class GpuBenchConfig:
     speed_frames: int = 10
     repeats: int = 3
     seed: int = 0
+    sensor_noise: float = 2.0  # grey levels on every rendered image, as kd3d bench (SynthConfig.sensor_noise)
     workdir: Path = Path("/tmp/kd3d_gpu_students")
     quick: bool = False
     progress: bool = True
@@ -95,13 +96,14 @@ def prepare_room(cfg: GpuBenchConfig) -> tuple[Path, dict]:
     from kd3d_core.teachers import TeachConfig, TeacherKind, teach_scene
 
     w, h = cfg.size_wh
-    root = cfg.workdir / f"{cfg.preset}-s{cfg.seed}-{w}x{h}-m{cfg.mapping_frames}-q{cfg.query_frames}"
+    root = (cfg.workdir /
+            f"{cfg.preset}-s{cfg.seed}-{w}x{h}-m{cfg.mapping_frames}-q{cfg.query_frames}-n{cfg.sensor_noise:g}")
     timing: dict = {"render_s": None, "label_s": None, "cached": True}
     if not (root / "info.txt").is_file():
         t0 = time.perf_counter()
         render_scene(SynthConfig(preset=cfg.preset, seed=cfg.seed, mapping_frames=cfg.mapping_frames,
-                                 query_frames=cfg.query_frames, size_wh=cfg.size_wh), root, overwrite=True,
-                     progress=cfg.progress)
+                                 query_frames=cfg.query_frames, size_wh=cfg.size_wh, sensor_noise=cfg.sensor_noise),
+                     root, overwrite=True, progress=cfg.progress)
         timing.update(render_s=round(time.perf_counter() - t0, 1), cached=False)
     if not (default_labels_dir(root, "depth") / "labels.json").is_file():
         t0 = time.perf_counter()
@@ -114,11 +116,13 @@ def speed_frames(cfg: GpuBenchConfig) -> list:
     """Query frames of the same room (same seed and walk) rendered at 640x480 and stored as JPEG."""
     from kd3d_core.synth import SynthConfig, render_scene
 
-    root = cfg.workdir / f"{cfg.preset}-s{cfg.seed}-640x480-m{cfg.mapping_frames}-q{cfg.speed_frames}-jpg"
+    root = (cfg.workdir /
+            f"{cfg.preset}-s{cfg.seed}-640x480-m{cfg.mapping_frames}-q{cfg.speed_frames}-jpg-n{cfg.sensor_noise:g}")
     if not (root / "info.txt").is_file():
         render_scene(SynthConfig(preset=cfg.preset, seed=cfg.seed, mapping_frames=cfg.mapping_frames,
                                  query_frames=cfg.speed_frames, size_wh=SPEED_WH, color_ext="jpg",
-                                 include_mapping=False), root, overwrite=True, progress=cfg.progress)
+                                 include_mapping=False, sensor_noise=cfg.sensor_noise), root, overwrite=True,
+                     progress=cfg.progress)
     return open_scene(root).split(Split.QUERY)
 
 

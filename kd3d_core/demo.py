@@ -35,6 +35,7 @@ class DemoConfig:
     query_frames: int = 100
     map_size_wh: tuple[int, int] = (320, 240)
     query_size_wh: tuple[int, int] = (640, 480)
+    sensor_noise: float = 2.0  # grey levels on every rendered image (SynthConfig.sensor_noise), as kd3d bench
     checkpoint: str | None = None
     device: str = "auto"
     threads: int | None = None
@@ -90,10 +91,13 @@ def _synthesize(config: DemoConfig, summary: DemoSummary) -> tuple[Path, Path, P
 
     scene_dir, query_dir, bag = config.out / "scene", config.out / "query_640x480", config.out / "query_bag"
     base = SynthConfig(preset=config.preset, seed=config.seed, mapping_frames=config.mapping_frames,
-                       query_frames=config.query_frames, size_wh=config.map_size_wh)
+                       query_frames=config.query_frames, size_wh=config.map_size_wh, sensor_noise=config.sensor_noise)
     _timed(summary, "synth_mapping", lambda: render_scene(base, scene_dir, progress=config.progress))
+    summary.notes.append(f"images: synthetic '{config.preset}' room rendered with sensor noise sigma "
+                         f"{config.sensor_noise:g} grey levels (--sensor-noise)")
     hd = SynthConfig(preset=config.preset, seed=config.seed, mapping_frames=config.mapping_frames,
-                     query_frames=config.query_frames, size_wh=config.query_size_wh, include_mapping=False)
+                     query_frames=config.query_frames, size_wh=config.query_size_wh, include_mapping=False,
+                     sensor_noise=config.sensor_noise)
     _timed(summary, "synth_query", lambda: render_scene(hd, query_dir, progress=config.progress))
     _timed(summary, "write_bag", lambda: write_scene_bag(open_scene(query_dir), bag, split=Split.QUERY,
                                                          image_topic=IMAGE_TOPIC, progress=config.progress))

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="room seed")
     p.add_argument("--frames", type=int, default=300, help="mapping frames")
     p.add_argument("--query-frames", type=int, default=100, help="query frames")
+    p.add_argument("--sensor-noise", type=float, default=2.0, metavar="SIGMA",
+                   help="Gaussian noise in grey levels on every rendered image, as a camera records it (default 2; "
+                        "0: the renderer's noise-free pixels)")
     p.add_argument("--checkpoint", default=None, help="DUSt3R checkpoint (.pth, HF folder or hub name); "
                                                       "default: depth teacher")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from kd3d_core.demo import DemoConfig, format_summary, run_demo
 
     config = DemoConfig(out=args.out, preset=args.preset, seed=args.seed, mapping_frames=args.frames,
-                        query_frames=args.query_frames, checkpoint=args.checkpoint, device=args.device,
+                        query_frames=args.query_frames, sensor_noise=args.sensor_noise,
+                        checkpoint=args.checkpoint, device=args.device,
                         threads=args.threads, overwrite=args.overwrite, progress=not args.quiet)
     print(format_summary(run_demo(config)))
     return 0

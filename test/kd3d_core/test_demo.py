@@ -26,6 +26,7 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path):
     text = format_summary(summary)
     assert "query frames localized" in text
     assert "1 torch thread, load average" in text  # the speed figure says how busy the machine was
+    assert "sensor noise sigma 2 grey levels" in text  # the images carry a camera's noise floor, and say so
     # the one overwrite rule: an earlier demo is replaced only when asked
     with pytest.raises(ConfigError, match="already exists.*--overwrite"):
         run_demo(cfg)
