@@ -100,7 +100,12 @@ class FastConfig:
             file under 10 MB (22 bytes a cell with knn_pq 16, plus the 0.8 MB float16 encoder) and nearly every
             cell of 300 views at 320x240 (355k); a uniform random 150k of them lost 13 points of recall at
             5 cm / 5 deg after halving the exposure (office room).
-        knn_dim: dimension the KNN head projects features to (PCA of the standardised mapping features).
+        knn_dim: dimension the KNN head projects features to (PCA of the standardised mapping features). 48 and 32
+            measured side by side with 64 (bench/results-2026-12-01-cpu2-robustness-v20.md, the ablations
+            fast-dim-48 and fast-dim-32; three rooms x 14 variants x 30 frames): 1140 . 1065 and 1126 . 1075 of
+            1260 frames within 5 cm / 5 deg . 2 cm / 2 deg against 1132 . 1068, no wrong pose; 32 lost 3 frames
+            of the living room at gain x1.6. Localize time on the office at 640x480 (alternating, one thread):
+            0.98x and 0.89x. Within what encoder seeds move; 64 stays.
         knn_lists: inverted-file lists (k-means clusters of the keys) of the KNN head.
         knn_probe: lists searched per cell; 0 = exhaustive search (exact, slower, traceable for export).
         knn_pq: 0 stores keys as int8 per dimension (knn_dim bytes a cell); m > 0 stores them product-quantised:
