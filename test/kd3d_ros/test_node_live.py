@@ -132,6 +132,10 @@ def _accuracy(probe: Probe, truth: dict[int, np.ndarray]) -> dict:
             "nees_rotation_median": float(np.median(nees[:, 1]))}
 
 
+# The fastest pace the probe publishes a camera stream at (a fast node's three times capacity can be beyond it).
+MAX_STREAM_HZ = 200.0
+
+
 def _stream(probe: Probe, messages: list[tuple], rate_hz: float, seconds: float, truth: dict, frames) -> int:
     """Publish the query frames in a loop at `rate_hz` for `seconds`, stamped with the wall clock."""
     period, sent, start = 1.0 / rate_hz, 0, time.monotonic()
@@ -354,9 +358,10 @@ def test_compressed_images_at_three_times_capacity_keep_latency_bounded(jpeg, li
         time.sleep(0.5)
     before = _settle(probe, 0, expect_more=False)
     per_frame_ms = float(np.median(latencies_ms(probe, stamps=set(calibration))))
-    rate_hz = min(60.0, 3 * 1000.0 / per_frame_ms)  # three times what the node can do
+    rate_hz = min(MAX_STREAM_HZ, 3 * 1000.0 / per_frame_ms)  # three times what the node can do
     truth = {}
     sent = _stream(probe, messages, rate_hz, 4.0, truth, live_room.frames)
+    rate_hz = sent / 4.0  # what the probe managed to send
     last_sent = time.monotonic()
     after = _settle(probe, int(before["frames_processed"]))
     outputs = [r for r in probe.messages("pose") if stamp_ns(r.msg) in truth]
@@ -369,10 +374,13 @@ def test_compressed_images_at_three_times_capacity_keep_latency_bounded(jpeg, li
                **_accuracy(probe, truth)}
     FIGURES["jpeg_overload_3x"] = figures
     # Busy, the node runs faster than at 2 Hz (warm caches), so at three times its measured pace it takes about half
-    # the frames, not a third. The pace is capped at 60 Hz: a node faster than 50 ms a frame then sees less than
-    # three times its load (25.6 ms a frame measured: 1.5x, and 151 of 198 frames taken), and only has to drop some.
+    # the frames, not a third. The pace is capped (MAX_STREAM_HZ): a faster node sees less than three times its load
+    # (at the former 60 Hz cap, 25.6 ms a frame: 1.5x, and 151 of 198 frames taken; 15.4 ms a frame: 0.9x, and it
+    # kept up with every frame), and has to drop frames only once the stream outpaces it by half.
     overload = rate_hz * per_frame_ms / 1000.0
-    assert figures["dropped_busy"] > 0 and processed < figures["frames_received"], figures
+    figures["overload"] = overload
+    if overload >= 1.5:
+        assert figures["dropped_busy"] > 0 and processed < figures["frames_received"], figures
     if overload >= 2.5:
         assert processed < 0.75 * figures["frames_received"], figures
     stamps = [stamp_ns(r.msg) for r in outputs]
