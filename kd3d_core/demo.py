@@ -84,20 +84,30 @@ def _timed(summary: DemoSummary, name: str, fn: Callable[[], Any]) -> Any:
     return result
 
 
-def _synthesize(config: DemoConfig, summary: DemoSummary) -> tuple[Path, Path, Path]:
-    from kd3d_core.bags import write_scene_bag
-    from kd3d_core.scene import Split, open_scene
-    from kd3d_core.synth import SynthConfig, render_scene
+def _synth_configs(config: DemoConfig) -> tuple[Any, Any]:
+    """The mapping scene's and the 640x480 query scene's SynthConfig, validated (ConfigError on a bad value)."""
+    from kd3d_core.synth import SynthConfig
 
-    scene_dir, query_dir, bag = config.out / "scene", config.out / "query_640x480", config.out / "query_bag"
     base = SynthConfig(preset=config.preset, seed=config.seed, mapping_frames=config.mapping_frames,
                        query_frames=config.query_frames, size_wh=config.map_size_wh, sensor_noise=config.sensor_noise)
-    _timed(summary, "synth_mapping", lambda: render_scene(base, scene_dir, progress=config.progress))
-    summary.notes.append(f"images: synthetic '{config.preset}' room rendered with sensor noise sigma "
-                         f"{config.sensor_noise:g} grey levels (--sensor-noise)")
     hd = SynthConfig(preset=config.preset, seed=config.seed, mapping_frames=config.mapping_frames,
                      query_frames=config.query_frames, size_wh=config.query_size_wh, include_mapping=False,
                      sensor_noise=config.sensor_noise)
+    base.validate()
+    hd.validate()
+    return base, hd
+
+
+def _synthesize(config: DemoConfig, summary: DemoSummary) -> tuple[Path, Path, Path]:
+    from kd3d_core.bags import write_scene_bag
+    from kd3d_core.scene import Split, open_scene
+    from kd3d_core.synth import render_scene
+
+    scene_dir, query_dir, bag = config.out / "scene", config.out / "query_640x480", config.out / "query_bag"
+    base, hd = _synth_configs(config)
+    _timed(summary, "synth_mapping", lambda: render_scene(base, scene_dir, progress=config.progress))
+    summary.notes.append(f"images: synthetic '{config.preset}' room rendered with sensor noise sigma "
+                         f"{config.sensor_noise:g} grey levels (--sensor-noise)")
     _timed(summary, "synth_query", lambda: render_scene(hd, query_dir, progress=config.progress))
     _timed(summary, "write_bag", lambda: write_scene_bag(open_scene(query_dir), bag, split=Split.QUERY,
                                                          image_topic=IMAGE_TOPIC, progress=config.progress))
@@ -178,6 +188,7 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     from kd3d_core.bench.contention import load_average
     from kd3d_core.threads import apply_threads
 
+    _synth_configs(config)  # a bad room setting fails here, before OUT is touched
     _prepare_out(config.out, config.overwrite)
     summary = DemoSummary(out=config.out, teacher="dust3r" if config.checkpoint else "depth",
                           threads=apply_threads(config.threads))

@@ -33,6 +33,14 @@ def test_demo_runs_every_stage_and_writes_its_outputs(tmp_path):
     run_demo(dataclasses.replace(cfg, overwrite=True))
 
 
+@pytest.mark.parametrize("change", [dict(sensor_noise=-1.0), dict(sensor_noise=float("nan")), dict(mapping_frames=0)])
+def test_a_bad_room_setting_fails_before_the_output_folder_is_made(tmp_path, change):
+    out = tmp_path / "demo"
+    with pytest.raises(ConfigError):
+        run_demo(DemoConfig(out=out, progress=False, **change))
+    assert not out.exists()
+
+
 def test_demo_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(ConfigError, match="not a kd3d demo folder"):
