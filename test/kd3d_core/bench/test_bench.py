@@ -102,6 +102,22 @@ def test_robustness_summary_pools_nees_over_rows() -> None:
     assert row["t_in_chi2_95"] is None and row["beyond_chi2_999"] is None
 
 
+def test_target_misses_name_each_row_below_a_target() -> None:
+    from kd3d_core.bench.robustness import target_misses
+
+    def row(room, variant, r5, r2, med, method="fast"):
+        return {"room": room, "variant": variant, "method": method, "recall_5cm_5deg": r5, "recall_2cm_2deg": r2,
+                "median_translation_cm": med}
+
+    rows = [row("office", "clean", 1.0, 0.95, 0.5), row("office", "jpeg-25", 0.967, 0.95, 1.2),
+            row("lowtex", "clean", 0.0, 0.0, None), row("lowtex", "noise", 0.5, 0.2, 3.0),
+            row("office", "jpeg-25", 0.0, 0.0, None, method="classical-orb")]
+    line = target_misses(rows, "fast")
+    assert line == "Rows of fast below its targets: office: jpeg-25 (5 cm 96.7 %, median 1.20 cm) | lowtex: every row."
+    assert target_misses(rows[:1], "fast") == "fast meets its row targets in every room."
+    assert "2 cm 85.0 %" in target_misses([row("living", "noise", 1.0, 0.85, 0.9)], "fast")
+
+
 def test_robustness_variants_are_validated() -> None:
     from kd3d_core.bench.robustness import variant_names
 
