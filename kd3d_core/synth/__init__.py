@@ -35,6 +35,7 @@ class Preset:
     max_depth: float
     description: str
     low_texture: bool = False
+    paint_contrast: float = 0.04  # contrast of the low-texture rooms' paint (value noise; textures.make_texture)
 
 
 PRESETS: dict[str, Preset] = {
@@ -46,6 +47,9 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset((3.0, 2.6, 2.4), 3, 0, 0.5, "tiny room for tests"),
     "lowtex": Preset((5.0, 4.0, 2.7), 5, 1, 0.7, "low texture: near-uniform paint everywhere, a few posters",
                      low_texture=True),
+    "plain": Preset((5.0, 4.0, 2.7), 5, 1, 0.7, "plain walls: smooth paint with five times lowtex's contrast (that of "
+                    "the office's walls, without their decorations), a few posters", low_texture=True,
+                    paint_contrast=0.2),
 }
 
 
@@ -124,7 +128,8 @@ def make_room(config: SynthConfig) -> Room:
     config.validate()
     p = PRESETS[config.preset]
     return build_room(np.array(p.size), p.wall_items, p.center_items, p.max_depth, config.texture_ppm,
-                      _rng(config, "room"), low_texture=p.low_texture)
+                      _rng(config, "room"), low_texture=p.low_texture,
+                      paint_contrast=p.paint_contrast)
 
 
 def synth_poses(config: SynthConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:

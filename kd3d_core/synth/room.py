@@ -136,8 +136,8 @@ def _face_material(box: Box, face: int, rng: np.random.Generator, low_texture: b
 
 
 def build_room(size: np.ndarray, n_wall: int, n_center: int, max_depth: float, ppm: float,
-               rng: np.random.Generator, low_texture: bool = False) -> Room:
-    """Lay out a room and texture every face of every box (near-uniform paint everywhere when low_texture)."""
+               rng: np.random.Generator, low_texture: bool = False, paint_contrast: float = 0.04) -> Room:
+    """Lay out a room and texture every face of every box (paint of `paint_contrast` everywhere when low_texture)."""
     room = Box(size / 2, size / 2, inside=True)
     boxes = [room] + _wall_furniture(size, rng, n_wall, max_depth) + _center_furniture(size, rng, n_center)
     textures = []
@@ -145,7 +145,8 @@ def build_room(size: np.ndarray, n_wall: int, n_center: int, max_depth: float, p
         for face in range(N_FACES):
             fw, fh = box.face_size(face)
             tex_ppm = ppm if fw * fh * ppm * ppm < 2.5e6 else np.sqrt(2.5e6 / (fw * fh))
-            textures.append(make_texture(_face_material(box, face, rng, low_texture), (fw, fh), tex_ppm, rng))
+            textures.append(make_texture(_face_material(box, face, rng, low_texture), (fw, fh), tex_ppm, rng,
+                                         paint_contrast))
     atlas, rects = _pack_atlas(textures)
     n_lights = max(2, int(size[0] * size[1] / 8))
     lights = np.column_stack([rng.uniform(0.2, 0.8, n_lights) * size[0], rng.uniform(0.2, 0.8, n_lights) * size[1],

@@ -96,8 +96,10 @@ def _tiles(h: int, w: int, rng: np.random.Generator, ppm: float) -> np.ndarray:
     return img
 
 
-def make_texture(material: Material, size_m: tuple[float, float], ppm: float, rng: np.random.Generator) -> np.ndarray:
-    """A uint8 RGB texture covering a surface of size_m (width, height) metres at ppm pixels per metre."""
+def make_texture(material: Material, size_m: tuple[float, float], ppm: float, rng: np.random.Generator,
+                 paint_contrast: float = 0.04) -> np.ndarray:
+    """A uint8 RGB texture covering a surface of size_m (width, height) metres at ppm pixels per metre;
+    paint_contrast: the PAINT material's value-noise contrast (0.04 near-uniform, 0.2 that of WALL)."""
     w, h = max(int(size_m[0] * ppm), 8), max(int(size_m[1] * ppm), 8)
     area = size_m[0] * size_m[1]
     if material is Material.FLOOR:
@@ -111,7 +113,7 @@ def make_texture(material: Material, size_m: tuple[float, float], ppm: float, rn
             cv2.rectangle(img, (x, y), (x + s, y + 2 * s), (250, 250, 240), -1)
             cv2.rectangle(img, (x, y), (x + s, y + 2 * s), (120, 120, 120), 2)
     elif material is Material.PAINT:
-        img = _tint(value_noise(h, w, rng, ppm * 0.5), _random_color(rng, sat=0.25, val=(0.55, 0.85)), 0.04)
+        img = _tint(value_noise(h, w, rng, ppm * 0.5), _random_color(rng, sat=0.25, val=(0.55, 0.85)), paint_contrast)
         posters = rng.poisson(area / 6.0)
         _draw_decorations(img, rng, ppm, int(posters))
     elif material is Material.WALL:

@@ -94,3 +94,4 @@ def test_low_texture_preset_has_less_texture_than_the_office() -> None:
             grads.append(np.abs(np.diff(grey, axis=1)).mean())
         return float(np.mean(grads))
     assert texture("lowtex") < 0.5 * texture("office")
+    assert texture("lowtex") < texture("plain") < texture("office")  # the same layout, five times the paint contrast
