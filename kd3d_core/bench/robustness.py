@@ -51,6 +51,7 @@ FAST_ABLATIONS: dict[str, dict[str, object]] = {
     "fast-eps-0.05": {"lcn_eps": 0.05},
     "fast-dim-48": {"knn_dim": 48},
     "fast-dim-32": {"knn_dim": 32},
+    "fast-lcn-31": {"lcn_window": 31},
 }
 
 
@@ -295,7 +296,8 @@ def run_robustness(ctx: BenchContext) -> list[Table]:
         "camera rolled +-20 deg; camera 40 cm lower. 'lowtex' is a near-uniform painted room with a few posters.",
         "fast-no-lcn is the fast student without its local contrast normalisation; fast-eps-0.05 has the LCN "
         f"variance floor of the previous default (0.05 instead of {FastConfig().lcn_eps}); fast-dim-48 and "
-        f"fast-dim-32 project the memory's keys to 48 and 32 dimensions instead of {FastConfig().knn_dim}.",
+        f"fast-dim-32 project the memory's keys to 48 and 32 dimensions instead of {FastConfig().knn_dim}; "
+        f"fast-lcn-31 normalises over a 31-pixel window instead of {FastConfig().lcn_window}.",
     ]
     table = Table("robustness", "Robustness: query variants, mapping unchanged", ROBUST_COLUMNS, rows, notes)
     summary = Table("robustness_summary", "Robustness summary per method (all rooms and variants)",
