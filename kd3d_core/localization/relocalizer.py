@@ -191,10 +191,7 @@ class Relocalizer:
             looked = unroll_prediction(self.predictor.predict(warped_view(rgb_HW3, H)), H, size_wh)
         except Exception:  # noqa: BLE001 - a look that cannot run leaves the caller's answer
             return None, _ms(t0)
-        # A zoomed-out view has fewer cells on the image, and a pose from it 11-12 cm off passed the inlier checks
-        # (plain room, JPEG q25, 96 inliers of 520 cells): its poses are always confirmed by the guided search.
-        estimate = self._localize_prediction(looked, K, dist_coeffs, stamp_ns, _ms(t0), size_wh, confirm=True,
-                                             always_confirm=zoom != 1.0)[0]
+        estimate = self._localize_prediction(looked, K, dist_coeffs, stamp_ns, _ms(t0), size_wh, confirm=True)[0]
         return (estimate, looked), estimate.timings.total_ms
 
     def _look_upright(self, rgb_HW3: np.ndarray, K: np.ndarray, dist_coeffs: np.ndarray | None,
@@ -276,13 +273,11 @@ class Relocalizer:
     def _localize_prediction(self, prediction: ScenePrediction, K: np.ndarray, dist_coeffs: np.ndarray | None,
                              stamp_ns: int | None, predict_ms: float,
                              size_wh: tuple[int, int] | None,
-                             confirm: bool = False,
-                             always_confirm: bool = False) -> tuple[PoseEstimate, np.ndarray | None]:
+                             confirm: bool = False) -> tuple[PoseEstimate, np.ndarray | None]:
         """localize_prediction, plus the pose hypothesis of a failure that PnP got a pose for (else None).
 
         confirm: the prediction is the memory's last query, so a weak pose (under config.confirm_below_ratio
-        inliers, or above config.confirm_above_rmse) is checked by the guided search from it (_confirm).
-        always_confirm: with confirm, every pose is checked so (a zoomed-out look's)."""
+        inliers, or above config.confirm_above_rmse) is checked by the guided search from it (_confirm)."""
         frame, cfg = self.world_frame, self.config
         t0 = time.perf_counter()
         problem = validate_prediction(prediction)
@@ -305,8 +300,6 @@ class Relocalizer:
         estimate, hypothesis = self._solve(corr, K, StageTimings(predict_ms, select_ms), stamp_ns, size_wh,
                                            core_px=self._core_px(self.config, prediction, size_wh))
         weak = self._weak_because(estimate) if confirm and estimate.success else None
-        if weak is None and confirm and always_confirm and estimate.success:
-            weak = "it comes from a zoomed-out look"
         if weak is not None:
             estimate = self._confirm(prediction, K, dist_coeffs, estimate, size_wh, weak)
         return estimate, hypothesis

@@ -130,15 +130,6 @@ class FastConfig:
             there but, built once more for the robustness bench, gave three poses 10-11 cm off (-robustness-v16.md),
             and a guided pose 19 cm off on the tiny test room (test_guided); 0.008 gave seed 0 a wrong pose in the
             office.
-            The window: 31 since 2026-12-01 (15 before). With a camera's noise floor on every rendered image
-            (sigma 2, kd3d bench --sensor-noise), side by side in one run (bench/results-2026-12-01-cpu2-robustness-
-            v22-lcn31.md, ablation fast-lcn-31; 14 variants x 30 frames a room), frames within 5 cm . 2 cm at 15 /
-            31: office 419 . 399 / 419 . 400, living 417 . 392 / 419 . 407 (JPEG q25 28 -> 30), the plain room (the
-            low-texture layout, five times its paint contrast) 252 . 190 / 355 . 286, the low-texture room 0 / 5;
-            wrong poses 0 / 2, both from the zoomed-out look and 11.7-11.9 cm off (poses from that look are now
-            always confirmed, which removed the plain room's). Smooth paint varies over more than 15 pixels: a
-            15-pixel window normalised most of it away. 45 and 63 on the plain room: noise sigma 8 23 and 21 of 30
-            frames (31: 19) but fewer within 2 cm on the clean and white-balance rows, and 45 gave a wrong pose.
         lcn_blur: smooth the image with a 5-tap binomial filter before LCN. LCN divides by the local contrast, so
             in flat regions sensor noise and JPEG artefacts are what it amplifies; measured on the office room
             (30 query frames at 320x240): Gaussian noise sigma 8 47 % -> 100 % within 5 cm / 5 deg, JPEG q25
@@ -163,7 +154,7 @@ class FastConfig:
     knn_probe: int = 8
     knn_pq: int = 16
     input_norm: InputNorm = InputNorm.LCN
-    lcn_window: int = 31
+    lcn_window: int = 15
     lcn_eps: float = 0.025
     lcn_blur: bool = True
     lcn_relative: bool = False
