@@ -103,10 +103,13 @@ class BenchConfig:
                               f"{', '.join(FAMILIES)}")
         object.__setattr__(self, "families", tuple(f for f in FAMILIES if f in self.families))
         bad_baselines = sorted(set(self.baselines) - {"orb", "sift"})
+        from kd3d_core.synth import MAX_SENSOR_NOISE
+
         checks = [
             (bool(self.rooms), "need at least one room"),
             (self.mapping_frames >= 4 and self.query_frames >= 1, "need >= 4 mapping and >= 1 query frames"),
-            (0.0 <= self.sensor_noise <= 64.0, f"sensor_noise must be 0-64 grey levels, got {self.sensor_noise}"),
+            (0.0 <= self.sensor_noise <= MAX_SENSOR_NOISE,
+             f"sensor_noise must be 0-{MAX_SENSOR_NOISE:g} grey levels, got {self.sensor_noise}"),
             (self.train_minutes > 0 and self.train_epochs >= 1, "training budget must be positive"),
             (self.fast_iterations >= 1 and self.fast_buffer >= 1, "fast budget must be positive"),
             (not bad_baselines, f"unknown baseline(s) {bad_baselines}; choose orb, sift"),

@@ -53,6 +53,10 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# The largest sensor noise (grey levels) a rendering accepts: beyond it the image is mostly noise.
+MAX_SENSOR_NOISE = 64.0
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """What to render."""
@@ -93,8 +97,8 @@ class SynthConfig:
             raise ConfigError("a query-only scene needs at least one query frame")
         if min(self.size_wh) < 16 or max(self.size_wh) > 4096:
             raise ConfigError(f"image size {self.size_wh} out of range (16..4096 pixels)")
-        if not 0.0 <= self.sensor_noise <= 64.0:
-            raise ConfigError(f"sensor noise must be 0-64 grey levels, got {self.sensor_noise}")
+        if not 0.0 <= self.sensor_noise <= MAX_SENSOR_NOISE:
+            raise ConfigError(f"sensor noise must be 0-{MAX_SENSOR_NOISE:g} grey levels, got {self.sensor_noise}")
 
 
 @dataclass(frozen=True)
